@@ -1,0 +1,5 @@
+import sys
+
+from rinkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,230 @@
+"""Recurrent Interface Network (Jabri, Fleet & Chen, ICML 2023), read top to bottom.
+
+The engine sees only a set of *interface* tokens X (B x N x D). It never knows whether they came
+from pixels, frames, spectrogram patches or points: modality plugins own the tokenizer and the
+detokenizer (see rinkit/registry.py). A small set of *latent* tokens Z (B x M x d) does the heavy
+compute. Each block
+
+    read    Z <- Z + MHA(LN(Z), X);  Z <- Z + MLP(LN(Z))        latents gather from the interface
+    compute K x [Z <- Z + MHA(LN(Z)); Z <- Z + MLP(LN(Z))]       self-attention on latents only
+    write   X <- X + MHA(LN(X), Z);  X <- X + MLP(LN(X))        the interface reads the latents back
+
+so cost follows M, not N. Faithful to the official TF code (rin-spec.md section 1):
+  * only the query side is normalised in read/write (keys/values enter raw);
+  * read/write attention runs at width min(D, d); biases everywhere; LayerNorm eps 1e-6;
+  * dropout and drop-path act only inside the compute layers;
+  * `num_latents` counts the time token and (if class-conditional) the class token;
+  * the time embedding takes the noise level gamma (signal variance) x 1000, not t;
+  * latent self-conditioning adds LN0(Z' + MLP(Z')) of the previous step's latents, with the
+    final LayerNorm's scale and bias initialised to zero, so it starts as the identity.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from rinkit.engine.attention import BACKENDS, MultiHeadAttention
+
+LN_EPS = 1e-6
+
+
+def layer_norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=LN_EPS)
+
+
+class MLP(nn.Module):
+    """Dense(width * ratio) + GELU -> Dropout -> Dense(width)."""
+
+    def __init__(self, dim: int, ratio: float, dropout: float = 0.0):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1, self.act, self.drop, self.fc2 = (nn.Linear(dim, hidden), nn.GELU(),
+                                                   nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.act(self.fc1(x))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch (per example)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+
+class ComputeLayer(nn.Module):
+    """Pre-LN Transformer encoder layer on the latents."""
+
+    def __init__(self, dim, heads, mlp_ratio, dropout, drop_path, backend):
+        super().__init__()
+        self.norm1, self.attn = layer_norm(dim), MultiHeadAttention(dim, None, dim, heads, backend)
+        self.norm2, self.mlp = layer_norm(dim), MLP(dim, mlp_ratio, dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z + self.drop_path(self.attn(self.norm1(z)))
+        return z + self.drop_path(self.mlp(self.norm2(z)))
+
+
+class CrossLayer(nn.Module):
+    """`query` attends to `context` (only the query is normalised), then an MLP on the query
+    stream. Used for both read (latents <- interface) and write (interface <- latents)."""
+
+    def __init__(self, q_dim, kv_dim, heads, mlp_ratio, backend):
+        super().__init__()
+        self.norm_q = layer_norm(q_dim)
+        self.attn = MultiHeadAttention(q_dim, kv_dim, min(q_dim, kv_dim), heads, backend)
+        self.norm_mlp = layer_norm(q_dim) if mlp_ratio > 0 else None
+        self.mlp = MLP(q_dim, mlp_ratio) if mlp_ratio > 0 else None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm_q(x), context)
+        if self.mlp is not None:
+            x = x + self.mlp(self.norm_mlp(x))
+        return x
+
+
+class RINBlock(nn.Module):
+    def __init__(self, interface_dim, latent_dim, depth, latent_heads, rw_heads, latent_mlp_ratio,
+                 interface_mlp_ratio, dropout, drop_path, backend):
+        super().__init__()
+        self.read = CrossLayer(latent_dim, interface_dim, rw_heads, latent_mlp_ratio, backend)
+        self.compute = nn.ModuleList(
+            ComputeLayer(latent_dim, latent_heads, latent_mlp_ratio, dropout, drop_path, backend)
+            for _ in range(depth))
+        # A block with no compute layers only reads (as in the official code).
+        self.write = (CrossLayer(interface_dim, latent_dim, rw_heads, interface_mlp_ratio, backend)
+                      if depth > 0 else None)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.read(z, x)
+        for layer in self.compute:
+            z = layer(z)
+        if self.write is not None:
+            x = self.write(x, z)
+        return x, z
+
+
+class TimeEmbedding(nn.Module):
+    """gamma -> sinusoid(1000 * gamma) with dim/4 features, standardised across features,
+    -> Dense(dim) + SiLU -> Dense(dim)   (the official `ScalarEmbedding`)."""
+
+    def __init__(self, dim: int, scale: float = 1000.0):
+        super().__init__()
+        self.scale, self.freq_dim = scale, max(dim // 4, 2)
+        half = self.freq_dim // 2
+        self.register_buffer("freqs", torch.exp(-math.log(10000.0) * torch.arange(half) / half),
+                             persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(self.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, gamma: torch.Tensor) -> torch.Tensor:
+        arg = (gamma.float() * self.scale)[:, None] * self.freqs[None]
+        emb = torch.cat([arg.sin(), arg.cos()], dim=-1)
+        emb = (emb - emb.mean(-1, keepdim=True)) / (emb.std(-1, keepdim=True, unbiased=False) + 1e-5)
+        return self.mlp(emb)
+
+
+class SelfConditioning(nn.Module):
+    """Warm start from the previous step's latents: LN0(Z' + MLP(LN(Z'))), LN0 zero-initialised."""
+
+    def __init__(self, dim: int, mlp_ratio: float):
+        super().__init__()
+        self.norm_in, self.mlp = layer_norm(dim), MLP(dim, mlp_ratio)
+        self.norm_out = layer_norm(dim)
+        nn.init.zeros_(self.norm_out.weight)
+        nn.init.zeros_(self.norm_out.bias)
+
+    def forward(self, prev: torch.Tensor) -> torch.Tensor:
+        return self.norm_out(prev + self.mlp(self.norm_in(prev)))
+
+
+class RIN(nn.Module):
+    """The shape-agnostic RIN core: interface tokens in, interface tokens and latents out."""
+
+    def __init__(self, interface_dim: int = 256, latent_dim: int = 512, num_latents: int = 128,
+                 blocks: int = 3, layers_per_block: int | Sequence[int] = 2,
+                 latent_heads: int = 16, rw_heads: int = 8, latent_mlp_ratio: float = 4.0,
+                 interface_mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
+                 num_classes: int = 0, self_cond: bool = True, attention: str = "sdpa",
+                 time_scale: float = 1000.0):
+        super().__init__()
+        if attention not in BACKENDS:
+            raise ValueError(f"unknown attention backend {attention!r}; choose one of {BACKENDS}")
+        depths = [layers_per_block] * blocks if isinstance(layers_per_block, int) else list(layers_per_block)
+        if len(depths) != blocks:
+            raise ValueError(f"layers_per_block lists {len(depths)} depths for {blocks} blocks")
+        self.num_classes, self.num_latents, self.latent_dim = num_classes, num_latents, latent_dim
+        n_cond = 1 + (1 if num_classes > 0 else 0)  # time token (+ class token)
+        if num_latents <= n_cond:
+            raise ValueError(f"num_latents={num_latents} leaves no learned latents "
+                             f"after {n_cond} conditioning token(s)")
+        self.latents = nn.Parameter(torch.empty(num_latents - n_cond, latent_dim))
+        self.time_embed = TimeEmbedding(latent_dim, time_scale)
+        # Index num_classes is the null class (classifier-free guidance / unconditional).
+        self.class_embed = nn.Embedding(num_classes + 1, latent_dim) if num_classes > 0 else None
+        self.self_cond = SelfConditioning(latent_dim, latent_mlp_ratio) if self_cond else None
+        self.blocks = nn.ModuleList(
+            RINBlock(interface_dim, latent_dim, d, latent_heads, rw_heads, latent_mlp_ratio,
+                     interface_mlp_ratio, dropout, drop_path, attention) for d in depths)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):  # Keras' glorot-uniform default
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.latents, std=0.02, a=-0.04, b=0.04)
+        if self.class_embed is not None:
+            nn.init.normal_(self.class_embed.weight, std=0.02)
+        if self.self_cond is not None:
+            nn.init.zeros_(self.self_cond.norm_out.weight)
+            nn.init.zeros_(self.self_cond.norm_out.bias)
+
+    def initial_latents(self, gamma: torch.Tensor, labels: torch.Tensor | None,
+                        prev_latents: torch.Tensor | None) -> torch.Tensor:
+        b = gamma.shape[0]
+        parts = [self.latents.expand(b, -1, -1), self.time_embed(gamma)[:, None]]
+        if self.class_embed is not None:
+            if labels is None:
+                labels = torch.full((b,), self.num_classes, device=gamma.device, dtype=torch.long)
+            parts.append(self.class_embed(labels)[:, None])
+        z = torch.cat(parts, dim=1).to(self.latents.dtype)
+        if self.self_cond is not None:
+            # No previous latents = zeros through the module (official pass 1 / first step).
+            prev = torch.zeros_like(z) if prev_latents is None else prev_latents
+            z = z + self.self_cond(prev)
+        return z
+
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
+                prev_latents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, N, D) interface tokens; gamma: (B,) noise level; labels: (B,) class indices,
+        `num_classes` = null; prev_latents: (B, M, d) or None. Returns (X out, final latents)."""
+        z = self.initial_latents(gamma, labels, prev_latents)
+        for block in self.blocks:
+            x, z = block(x, z)
+        return x, z
+
+
+class Denoiser(nn.Module):
+    """Tokenizer -> RIN -> detokenizer. The tokenizer and detokenizer come from a modality
+    plugin; `context` carries modality-specific clean conditioning (e.g. given video frames)."""
+
+    def __init__(self, tokenizer: nn.Module, core: RIN, detokenizer: nn.Module):
+        super().__init__()
+        self.tokenizer, self.core, self.detokenizer = tokenizer, core, detokenizer
+
+    def forward(self, x_t: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
+                prev_latents: torch.Tensor | None = None, context=None):
+        tokens = self.tokenizer(x_t, context)
+        tokens, latents = self.core(tokens, gamma, labels, prev_latents)
+        return self.detokenizer(tokens, context), latents

@@ -1,0 +1,31 @@
+"""Fréchet distance between Gaussians fitted to feature sets (the FID formula)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"need a (N >= 2, D) feature matrix, got shape {f.shape}")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^1/2).
+
+    tr((S1 S2)^1/2) is computed as the sum of square roots of the eigenvalues of the symmetric
+    PSD matrix S1^1/2 S2 S1^1/2, which has the same spectrum as S1 S2 and avoids the complex
+    round-off of a general matrix square root."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    w, v = np.linalg.eigh((s1 + s1.T) / 2)
+    s1_half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = s1_half @ s2 @ s1_half
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    diff = mu1 - mu2
+    return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean, 0.0))
+
+
+def frechet_distance_features(a: np.ndarray, b: np.ndarray) -> float:
+    return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))

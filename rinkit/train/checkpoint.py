@@ -1,0 +1,169 @@
+"""Checkpoints: one self-describing safetensors file per save, nothing pickled.
+
+A file holds the model and EMA weights, the optimizer state (tensors in the file, the rest as
+JSON), the RNG states, the step and the resolved config (JSON in the safetensors metadata), so
+a run resumes exactly and `rinkit sample` needs nothing else. Writes go to a temporary file in the
+same folder, are fsynced and then renamed: an interrupted save never damages the last good one.
+Loading refuses pickles (torch.save / .pt / .pkl) before touching them: nothing is executed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from rinkit.errors import RinkitError
+
+FORMAT = "rinkit-checkpoint"
+FORMAT_VERSION = "1"
+NAME = re.compile(r"^step-(\d+)\.safetensors$")
+
+
+@dataclass
+class Checkpoint:
+    config: dict[str, Any]
+    step: int
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer: dict[str, Any] | None = None
+    rng: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _to_json(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
+    """Nested state (optimizer state_dict) -> JSON; tensors move into `tensors`, leaving
+    {"__tensor__": key} behind. Tuples are kept apart from lists (betas must stay tuples)."""
+    if torch.is_tensor(obj):
+        tensors[path] = obj.detach().cpu().contiguous()
+        return {"__tensor__": path}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_to_json(k, tensors, f"{path}/k{i}"), _to_json(v, tensors, f"{path}/{k}")]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        items = [_to_json(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    return obj
+
+
+def _from_json(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__tuple__" in obj:
+            return tuple(_from_json(v, tensors) for v in obj["__tuple__"])
+        return {_from_json(k, tensors): _from_json(v, tensors) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [_from_json(v, tensors) for v in obj]
+    return obj
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for prefix, sd in (("model", ckpt.model), ("ema", ckpt.ema)):
+        for k, v in sd.items():
+            v = v.detach().cpu().contiguous()
+            if v.data_ptr() in seen:  # safetensors refuses shared storage (e.g. EMA == model)
+                v = v.clone()
+            seen.add(v.data_ptr())
+            tensors[f"{prefix}/{k}"] = v
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": str(ckpt.step),
+            "config": json.dumps(ckpt.config), "extra": json.dumps(ckpt.extra)}
+    if ckpt.optimizer is not None:
+        meta["optimizer"] = json.dumps(_to_json(ckpt.optimizer, tensors, "optim"))
+    rng_json = {}
+    for k, v in ckpt.rng.items():
+        if torch.is_tensor(v):
+            tensors[f"rng/{k}"] = v.detach().cpu().contiguous()
+        else:
+            rng_json[k] = v
+    meta["rng"] = json.dumps(rng_json)
+    data = st_save(tensors, metadata=meta)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise RinkitError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if not found:
+            raise RinkitError(f"no rinkit checkpoints (step-*.safetensors) in {path}")
+        return
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise RinkitError(f"{path} is a pickle / torch.save file; rinkit loads only its own "
+                          "safetensors checkpoints and never unpickles")
+    if len(head) < 8:
+        raise RinkitError(f"{path} is not a rinkit checkpoint (file too short)")
+    n = int.from_bytes(head[:8], "little")
+    if n <= 0 or n > 100_000_000 or head[8:9] != b"{":
+        raise RinkitError(f"{path} is not a rinkit checkpoint (no safetensors header)")
+    if 8 + n > path.stat().st_size:
+        raise RinkitError(f"{path} is truncated (header says {n} bytes, file has {path.stat().st_size})")
+
+
+def load_checkpoint(path: str | Path, *, weights_only: bool = False, map_location: str = "cpu") -> Checkpoint:
+    path = Path(path)
+    _check_file(path)
+    if path.is_dir():
+        path = list_checkpoints(path)[-1]
+    try:
+        with safe_open(str(path), framework="pt", device=map_location) as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise RinkitError(f"{path} is a safetensors file but not a rinkit checkpoint "
+                                  "(no 'format: rinkit-checkpoint' metadata)")
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise RinkitError(f"{path} has checkpoint format version {meta.get('format_version')!r}; "
+                                  f"this rinkit reads version {FORMAT_VERSION}")
+            keys = list(f.keys())
+            wanted = [k for k in keys if not weights_only or k.startswith(("model/", "ema/"))]
+            tensors = {k: f.get_tensor(k) for k in wanted}
+    except RinkitError:
+        raise
+    except Exception as e:  # safetensors reports truncation / corruption as various errors
+        raise RinkitError(f"{path} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    try:
+        config, step = json.loads(meta["config"]), int(meta["step"])
+        sd = lambda p: {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}  # noqa: E731
+        optimizer = None
+        if "optimizer" in meta and not weights_only:
+            optimizer = _from_json(json.loads(meta["optimizer"]), tensors)
+        rng = {**json.loads(meta.get("rng", "{}")), **sd("rng/")}
+        extra = json.loads(meta.get("extra", "{}"))
+    except (KeyError, ValueError) as e:
+        raise RinkitError(f"{path}: damaged rinkit checkpoint metadata ({e})") from None
+    return Checkpoint(config, step, sd("model/"), sd("ema/"), optimizer, rng, extra)
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """Complete checkpoints in a folder (or its checkpoints/ subfolder), oldest first."""
+    folder = Path(folder)
+    if (folder / "checkpoints").is_dir():
+        folder = folder / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    for p in list_checkpoints(folder)[:-keep]:
+        p.unlink(missing_ok=True)

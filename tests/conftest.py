@@ -1,0 +1,24 @@
+import pytest
+import torch
+
+from rinkit.config import load_config
+
+TINY = [
+    "model.interface_dim=32", "model.latent_dim=32", "model.num_latents=8", "model.blocks=2",
+    "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2",
+    "modality_options.patch_size=2", "train.batch_size=16", "train.warmup_steps=2",
+    "train.log_every=1", "train.ckpt_every=1000", "train.eval_samples=0", "sampler.steps=4",
+]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A digits config small enough to train a few steps in a second."""
+    def make(*overrides):
+        return load_config("digits", None, [*TINY, *overrides])
+    return make

@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from rinkit.engine import RIN, attention, xformers_available
+from rinkit.engine.rin import SelfConditioning
+
+
+@pytest.mark.parametrize("n_tokens,num_latents,num_classes", [(1, 3, 0), (16, 8, 10), (100, 5, 3), (257, 20, 0)])
+def test_core_shapes(n_tokens, num_latents, num_classes):
+    core = RIN(interface_dim=24, latent_dim=32, num_latents=num_latents, blocks=2, layers_per_block=[1, 2],
+               latent_heads=4, rw_heads=2, num_classes=num_classes)
+    x = torch.randn(3, n_tokens, 24)
+    labels = torch.tensor([0, 1, num_classes]) if num_classes else None
+    out, z = core(x, torch.rand(3), labels)
+    assert out.shape == x.shape
+    assert z.shape == (3, num_latents, 32)
+
+
+def test_num_latents_counts_time_and_class_tokens():
+    assert RIN(16, 16, 10, 1, 1, 2, 2, num_classes=5).latents.shape[0] == 8
+    assert RIN(16, 16, 10, 1, 1, 2, 2, num_classes=0).latents.shape[0] == 9
+    with pytest.raises(ValueError):
+        RIN(16, 16, 2, 1, 1, 2, 2, num_classes=5)
+
+
+def test_read_write_width_is_min_of_widths_and_only_query_is_normalised():
+    core = RIN(interface_dim=24, latent_dim=64, num_latents=6, blocks=1, layers_per_block=1,
+               latent_heads=4, rw_heads=4)
+    block = core.blocks[0]
+    assert block.read.attn.q.out_features == 24 and block.write.attn.q.out_features == 24
+    # keys/values enter un-normalised: scaling X by a constant changes the read (LN would cancel it)
+    z = torch.randn(2, 6, 64)
+    x = torch.randn(2, 5, 24)
+    assert not torch.allclose(block.read(z, x), block.read(z, 3 * x), atol=1e-4)
+
+
+def test_block_without_compute_only_reads():
+    core = RIN(16, 16, 4, blocks=2, layers_per_block=[0, 1], latent_heads=2, rw_heads=2)
+    assert core.blocks[0].write is None and core.blocks[1].write is not None
+
+
+def test_self_conditioning_is_identity_at_init():
+    torch.manual_seed(1)
+    core = RIN(16, 32, 6, 2, 1, 4, 2, num_classes=4, self_cond=True)
+    x, g, lab = torch.randn(2, 7, 16), torch.rand(2), torch.tensor([1, 2])
+    a, za = core(x, g, lab, None)
+    b, zb = core(x, g, lab, torch.randn(2, 6, 32) * 5)
+    assert torch.equal(a, b) and torch.equal(za, zb)
+    sc = SelfConditioning(32, 4)
+    assert torch.count_nonzero(sc(torch.randn(3, 6, 32))) == 0
+
+
+def test_self_conditioning_changes_output_once_trained():
+    core = RIN(16, 32, 6, 1, 1, 4, 2, self_cond=True)
+    torch.nn.init.ones_(core.self_cond.norm_out.weight)
+    x, g = torch.randn(2, 7, 16), torch.rand(2)
+    assert not torch.allclose(core(x, g, None, None)[0], core(x, g, None, torch.randn(2, 6, 32))[0])
+
+
+def test_dropout_and_drop_path_only_in_compute_layers():
+    core = RIN(16, 32, 6, 2, 2, 4, 2, dropout=0.3, drop_path=0.2)
+    for block in core.blocks:
+        assert block.read.mlp.drop.p == 0.0
+        assert block.write.mlp.drop.p == 0.0
+        for layer in block.compute:
+            assert layer.mlp.drop.p == 0.3 and layer.drop_path.p == 0.2
+
+
+def test_time_embedding_uses_gamma_times_1000():
+    core = RIN(16, 32, 6, 1, 1, 4, 2)
+    e1 = core.time_embed(torch.tensor([0.5]))
+    core.time_embed.scale = 1.0
+    assert not torch.allclose(e1, core.time_embed(torch.tensor([0.5])))
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 7, 8), (1, 2, 33, 16)])
+def test_sdpa_matches_math_reference(shape):
+    q, k, v = torch.randn(shape), torch.randn(shape[0], shape[1], 5, shape[3]), torch.randn(shape[0], shape[1], 5, shape[3])
+    torch.testing.assert_close(attention(q, k, v, "sdpa"), attention(q, k, v, "math"), atol=1e-5, rtol=1e-5)
+
+
+def test_backends_give_the_same_model_output():
+    torch.manual_seed(0)
+    a = RIN(16, 32, 6, 1, 2, 4, 2, attention="sdpa")
+    b = RIN(16, 32, 6, 1, 2, 4, 2, attention="math")
+    b.load_state_dict(a.state_dict())
+    x, g = torch.randn(2, 9, 16), torch.rand(2)
+    torch.testing.assert_close(a(x, g)[0], b(x, g)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and xformers_available()),
+                    reason="xformers runs only on CUDA with the optional extra installed")
+def test_xformers_matches_sdpa_on_cuda():
+    q, k, v = (torch.randn(2, 4, 64, 32, device="cuda") for _ in range(3))
+    torch.testing.assert_close(attention(q, k, v, "xformers"), attention(q, k, v, "sdpa"), atol=2e-3, rtol=2e-3)
+
+
+def test_unknown_backend_rejected():
+    with pytest.raises(ValueError, match="backend"):
+        RIN(16, 16, 4, 1, 1, 2, 2, attention="flash3")
