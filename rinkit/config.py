@@ -30,6 +30,7 @@ class ModelConfig(Section):
     layers_per_block: int | list[int] = 2
     latent_heads: int = Field(16, gt=0)
     rw_heads: int = Field(8, gt=0)
+    rw_dim: int | None = Field(None, gt=0)  # read/write attention width; None = min(D, d) (official)
     latent_mlp_ratio: float = Field(4.0, gt=0)
     interface_mlp_ratio: float = Field(2.0, ge=0)  # 0 = no MLP after the write
     dropout: float = Field(0.0, ge=0, le=1)    # compute layers only
@@ -42,8 +43,8 @@ class ModelConfig(Section):
     def _check(self):
         if self.latent_dim % self.latent_heads:
             raise ValueError(f"latent_dim {self.latent_dim} is not divisible by latent_heads {self.latent_heads}")
-        if min(self.latent_dim, self.interface_dim) % self.rw_heads:
-            raise ValueError(f"read/write width min(interface_dim, latent_dim) is not divisible by rw_heads {self.rw_heads}")
+        if (self.rw_dim or min(self.latent_dim, self.interface_dim)) % self.rw_heads:
+            raise ValueError(f"read/write attention width is not divisible by rw_heads {self.rw_heads}")
         if isinstance(self.layers_per_block, list) and len(self.layers_per_block) != self.blocks:
             raise ValueError(f"layers_per_block lists {len(self.layers_per_block)} depths for {self.blocks} blocks")
         return self

@@ -11,7 +11,7 @@ compute. Each block
 
 so cost follows M, not N. Faithful to the official TF code (rin-spec.md section 1):
   * only the query side is normalised in read/write (keys/values enter raw);
-  * read/write attention runs at width min(D, d); biases everywhere; LayerNorm eps 1e-6;
+  * read/write attention runs at width min(D, d) (`rw_dim` overrides); biases; LayerNorm eps 1e-6;
   * dropout and drop-path act only inside the compute layers;
   * `num_latents` counts the time token and (if class-conditional) the class token;
   * the time embedding takes the noise level gamma (signal variance) x 1000, not t;
@@ -80,10 +80,10 @@ class CrossLayer(nn.Module):
     """`query` attends to `context` (only the query is normalised), then an MLP on the query
     stream. Used for both read (latents <- interface) and write (interface <- latents)."""
 
-    def __init__(self, q_dim, kv_dim, heads, mlp_ratio, backend):
+    def __init__(self, q_dim, kv_dim, heads, mlp_ratio, backend, inner_dim=None):
         super().__init__()
         self.norm_q = layer_norm(q_dim)
-        self.attn = MultiHeadAttention(q_dim, kv_dim, min(q_dim, kv_dim), heads, backend)
+        self.attn = MultiHeadAttention(q_dim, kv_dim, inner_dim or min(q_dim, kv_dim), heads, backend)
         self.norm_mlp = layer_norm(q_dim) if mlp_ratio > 0 else None
         self.mlp = MLP(q_dim, mlp_ratio) if mlp_ratio > 0 else None
 
@@ -96,14 +96,14 @@ class CrossLayer(nn.Module):
 
 class RINBlock(nn.Module):
     def __init__(self, interface_dim, latent_dim, depth, latent_heads, rw_heads, latent_mlp_ratio,
-                 interface_mlp_ratio, dropout, drop_path, backend):
+                 interface_mlp_ratio, dropout, drop_path, backend, rw_dim=None):
         super().__init__()
-        self.read = CrossLayer(latent_dim, interface_dim, rw_heads, latent_mlp_ratio, backend)
+        self.read = CrossLayer(latent_dim, interface_dim, rw_heads, latent_mlp_ratio, backend, rw_dim)
         self.compute = nn.ModuleList(
             ComputeLayer(latent_dim, latent_heads, latent_mlp_ratio, dropout, drop_path, backend)
             for _ in range(depth))
         # A block with no compute layers only reads (as in the official code).
-        self.write = (CrossLayer(interface_dim, latent_dim, rw_heads, interface_mlp_ratio, backend)
+        self.write = (CrossLayer(interface_dim, latent_dim, rw_heads, interface_mlp_ratio, backend, rw_dim)
                       if depth > 0 else None)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,7 +156,7 @@ class RIN(nn.Module):
                  latent_heads: int = 16, rw_heads: int = 8, latent_mlp_ratio: float = 4.0,
                  interface_mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
                  num_classes: int = 0, self_cond: bool = True, attention: str = "sdpa",
-                 time_scale: float = 1000.0):
+                 time_scale: float = 1000.0, rw_dim: int | None = None):
         super().__init__()
         if attention not in BACKENDS:
             raise ValueError(f"unknown attention backend {attention!r}; choose one of {BACKENDS}")
@@ -175,7 +175,7 @@ class RIN(nn.Module):
         self.self_cond = SelfConditioning(latent_dim, latent_mlp_ratio) if self_cond else None
         self.blocks = nn.ModuleList(
             RINBlock(interface_dim, latent_dim, d, latent_heads, rw_heads, latent_mlp_ratio,
-                     interface_mlp_ratio, dropout, drop_path, attention) for d in depths)
+                     interface_mlp_ratio, dropout, drop_path, attention, rw_dim) for d in depths)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
