@@ -17,14 +17,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     tr((S1 S2)^1/2) is computed as the sum of square roots of the eigenvalues of the symmetric
     PSD matrix S1^1/2 S2 S1^1/2, which has the same spectrum as S1 S2 and avoids the complex
     round-off of a general matrix square root."""
+    import torch  # its float64 eigh is ~3x faster than numpy's on 2048-d covariances
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
-    w, v = np.linalg.eigh((s1 + s1.T) / 2)
-    s1_half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    s1 = torch.from_numpy(np.atleast_2d(np.asarray(sigma1, np.float64)))
+    s2 = torch.from_numpy(np.atleast_2d(np.asarray(sigma2, np.float64)))
+    w, v = torch.linalg.eigh((s1 + s1.T) / 2)
+    s1_half = (v * w.clamp_min(0).sqrt()) @ v.T
     m = s1_half @ s2 @ s1_half
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    tr_covmean = float(torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum())
     diff = mu1 - mu2
-    return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean, 0.0))
+    return float(max(diff @ diff + float(torch.trace(s1) + torch.trace(s2)) - 2 * tr_covmean, 0.0))
 
 
 def frechet_distance_features(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,0 +1,84 @@
+"""NFE study: the modality metric (digits-FID on the built-in digits) of one checkpoint at several
+step counts, DDPM vs DDIM, with and without latent self-conditioning carried between steps.
+
+    python benchmarks/nfe_study.py --ckpt runs/digits --samples 500 --out docs/nfe_study
+
+writes <out>.json, <out>.md (table) and <out>.png (metric vs network evaluations). Every variant
+samples the same images (per-image seeds), so the differences come from the sampler alone."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from rinkit.sampling import evaluate_metrics, load_for_sampling
+
+
+def render(rows: list[dict], out: Path, metric: str, samples: int, ckpt: str = "") -> str:
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"ckpt": ckpt, "samples": samples, "metric": metric,
+            "threads": torch.get_num_threads(), "rows": rows}
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    variants = [(s, c) for s in samplers for c in (True, False)]
+    lines = ["| steps (NFE) | " + " | ".join(f"{s.upper()} {'carried' if c else 'not carried'}" for s, c in variants) + " |",
+             "|---" * (len(variants) + 1) + "|"]
+    for steps in sorted({r["steps"] for r in rows}):
+        vals = [next((r[metric] for r in rows if r["steps"] == steps and r["sampler"] == s and r["carry_latents"] == c),
+                     None) for s, c in variants]
+        best = min(v for v in vals if v is not None)
+        lines.append(f"| {steps} | " + " | ".join("not run" if v is None else f"**{v:.2f}**" if v == best else f"{v:.2f}"
+                                                  for v in vals) + " |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s, c in variants:
+        rs = sorted((r for r in rows if r["sampler"] == s and r["carry_latents"] == c), key=lambda r: r["nfe"])
+        ax.plot([r["nfe"] for r in rs], [r[metric] for r in rs], marker="o",
+                linestyle="-" if c else "--", label=f"{s.upper()}, latents {'carried' if c else 'not carried'}")
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations (sampling steps)")
+    ax.set_ylabel(f"{metric} ({samples} samples, lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--steps", default="10,25,50,100,250")
+    ap.add_argument("--samplers", default="ddpm,ddim")
+    ap.add_argument("--metric", default="digits_fid")
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--out", default="docs/nfe_study")
+    ap.add_argument("--rows", help="render the table and plot from saved JSON lines instead of sampling")
+    args = ap.parse_args(argv)
+    rows = []
+    model, cfg, device = load_for_sampling(args.ckpt, "auto") if not args.rows else (None, None, None)
+    for steps in [] if args.rows else [int(s) for s in args.steps.split(",")]:
+        for sampler in args.samplers.split(","):
+            for carry in (True, False):
+                t0 = time.perf_counter()
+                res = evaluate_metrics(model, cfg, args.samples, device, seed=1, batch_size=args.batch_size,
+                                       carry_latents=carry, name=sampler, steps=steps)
+                rows.append({"steps": steps, "nfe": steps, "sampler": sampler, "carry_latents": carry,
+                             **res, "seconds": time.perf_counter() - t0})
+                print(json.dumps(rows[-1]), flush=True)
+    if args.rows:  # re-render from the JSON lines this script printed
+        rows = [json.loads(x) for x in Path(args.rows).read_text().splitlines() if x.startswith("{")]
+    print(render(rows, Path(args.out), args.metric, args.samples, str(args.ckpt)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

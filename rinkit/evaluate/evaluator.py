@@ -1,0 +1,100 @@
+"""`rinkit eval`: FID, sFID, Inception Score, precision and recall of a sample set against real
+images or reference statistics, following OpenAI's ADM evaluator (guided-diffusion/evaluations):
+the same network (TF Inception 2015-12-05), the same feature layers, k = 3 precision/recall
+against at most 10k reference images, FID/sFID against the reference's stored statistics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rinkit.errors import RinkitError
+from rinkit.evaluate.fid import Stats, fid, load_ref, save_ref, sfid, stats_from_features
+from rinkit.evaluate.inception import InceptionFeatures, extract
+from rinkit.evaluate.inception_score import inception_score
+from rinkit.evaluate.precision_recall import precision_recall
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+PR_REF_MAX = 10_000  # the size of ADM's reference image batches
+
+
+def load_images(source: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """An .npz (arr_0 uint8 NHWC, optional arr_1 labels) or a folder of images -> (images, labels)."""
+    p = Path(source)
+    if not p.exists():
+        raise RinkitError(f"not found: {p}")
+    if p.is_dir():
+        from PIL import Image
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise RinkitError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+        imgs = []
+        for f in files:
+            with Image.open(f) as im:
+                a = np.asarray(im.convert("L") if im.mode in ("L", "I;16", "1") else im.convert("RGB"))
+            imgs.append(a[..., None] if a.ndim == 2 else a)
+        shapes = {a.shape for a in imgs}
+        if len(shapes) > 1:
+            raise RinkitError(f"images in {p} differ in size or channels: {sorted(shapes)[:2]}; resize them first")
+        return np.stack(imgs), None
+    try:
+        data = np.load(p)
+    except (OSError, ValueError) as e:
+        raise RinkitError(f"cannot read {p}: {str(e).splitlines()[0]}") from None
+    if "arr_0" not in data.files:
+        raise RinkitError(f"{p}: no arr_0 image array (the ADM sample layout)")
+    x = data["arr_0"]
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+        raise RinkitError(f"{p}: arr_0 must be uint8 (N, H, W, 1 or 3), got {x.dtype} {x.shape}")
+    return (x if x.ndim == 4 else x[..., None]), (data["arr_1"] if "arr_1" in data.files else None)
+
+
+def make_ref(source: str | Path, out: str | Path, net: InceptionFeatures, batch_size: int = 100,
+             pr_images: int = PR_REF_MAX, seed: int = 0, progress: bool = True) -> tuple[Path, Stats]:
+    """Statistics of a real image set, saved once: mu/sigma over all images, plus up to
+    `pr_images` images (a seeded random subset) and their features for precision/recall."""
+    images, _ = load_images(source)
+    if len(images) < 2:
+        raise RinkitError(f"{source}: need at least 2 images for statistics")
+    feats = extract(net, images, batch_size, progress, desc="reference")
+    stats = stats_from_features(feats)
+    keep = np.sort(np.random.default_rng(seed).permutation(len(images))[:pr_images])
+    stats.images, stats.pool = images[keep], feats["pool"][keep]
+    return save_ref(out, stats), stats
+
+
+def evaluate(samples: str | Path | np.ndarray, ref: str | Path, net: InceptionFeatures, batch_size: int = 100,
+             pr: bool = True, progress: bool = True) -> dict:
+    """All metrics of `samples` (npz / folder / uint8 NHWC array) against `ref` (reference .npz
+    with statistics, or images as npz / folder)."""
+    fake = samples if isinstance(samples, np.ndarray) else load_images(samples)[0]
+    if len(fake) < 2:
+        raise RinkitError("need at least 2 samples")
+    ref_stats = load_ref(ref) if Path(ref).is_file() else None
+    if ref_stats is None:  # real images given: their statistics are computed here
+        real = load_images(ref)[0]
+        rf = extract(net, real, batch_size, progress, desc="reference")
+        ref_stats = stats_from_features(rf)
+        keep = np.sort(np.random.default_rng(0).permutation(len(real))[:PR_REF_MAX])
+        ref_stats.pool = rf["pool"][keep]
+    ff = extract(net, fake, batch_size, progress, desc="samples")
+    fs = stats_from_features(ff)
+    if len(fs.mu) != len(ref_stats.mu):
+        raise RinkitError(f"reference statistics are {len(ref_stats.mu)}-d, these features {len(fs.mu)}-d")
+    out = {"samples": len(fake), "reference": ref_stats.n, "inception": net.source,
+           "fid": fid(fs, ref_stats), "sfid": sfid(fs, ref_stats)}
+    if net.has_logits:
+        out["is"], out["is_std"] = inception_score(ff["logits"], splits=min(10, len(fake)))
+    else:
+        out["is"] = out["is_std"] = None
+        out["is_unavailable"] = ("the Inception weights have no classifier layer (pool3-only TorchScript); "
+                                 "pass torch-fidelity's weights-inception-2015-12-05-6726825d.pth for IS")
+    if pr:
+        if ref_stats.pool is None and ref_stats.images is not None:
+            ref_stats.pool = extract(net, ref_stats.images, batch_size, progress, desc="reference images")["pool"]
+        if ref_stats.pool is None:
+            out["precision"] = out["recall"] = None
+            out["pr_unavailable"] = "the reference holds statistics only (no arr_0 images)"
+        else:
+            out["precision"], out["recall"] = precision_recall(ref_stats.pool, ff["pool"])
+    return out

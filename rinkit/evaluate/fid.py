@@ -1,0 +1,84 @@
+"""FID / sFID statistics and reference files (the ADM reference-batch layout).
+
+A reference .npz holds `mu`, `sigma` (pool3, 2048-d) and `mu_s`, `sigma_s` (sFID's spatial
+features) and may hold `arr_0`, a uint8 NHWC image batch. This is the layout of OpenAI's ADM
+reference batches (VIRTUAL_imagenet*_labeled.npz), so those files work as --ref unchanged, and
+what `rinkit eval --make-ref` writes. As in ADM, FID and sFID are computed against the stored
+statistics (fitted on the whole real set); the images in `arr_0` (at most 10k) serve only
+precision and recall. `--make-ref` also stores their pool features (`pool`) to save recomputing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rinkit.errors import RinkitError
+from rinkit.evaluate.frechet import frechet_distance, gaussian_stats
+
+
+@dataclass
+class Stats:
+    mu: np.ndarray
+    sigma: np.ndarray
+    mu_s: np.ndarray | None = None
+    sigma_s: np.ndarray | None = None
+    images: np.ndarray | None = None  # real images for precision / recall
+    pool: np.ndarray | None = None    # their pool features, when stored
+    n: int | None = None
+
+
+def stats_from_features(feats: dict[str, np.ndarray]) -> Stats:
+    mu, sigma = gaussian_stats(feats["pool"])
+    mu_s, sigma_s = gaussian_stats(feats["spatial"]) if "spatial" in feats else (None, None)
+    return Stats(mu, sigma, mu_s, sigma_s, n=len(feats["pool"]))
+
+
+def fid(a: Stats, b: Stats) -> float:
+    return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+
+
+def sfid(a: Stats, b: Stats) -> float | None:
+    if a.mu_s is None or b.mu_s is None:
+        return None
+    return frechet_distance(a.mu_s, a.sigma_s, b.mu_s, b.sigma_s)
+
+
+def save_ref(path: str | Path, stats: Stats) -> Path:
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"mu": stats.mu, "sigma": stats.sigma}
+    if stats.mu_s is not None:
+        arrays.update(mu_s=stats.mu_s, sigma_s=stats.sigma_s)
+    if stats.images is not None:
+        arrays["arr_0"] = stats.images
+    if stats.pool is not None:
+        arrays["pool"] = stats.pool.astype(np.float32)
+    if stats.n is not None:
+        arrays["n"] = np.int64(stats.n)
+    np.savez(path, **arrays)
+    return path
+
+
+def load_ref(path: str | Path) -> Stats | None:
+    """A reference .npz with statistics -> Stats; None if it holds only images (arr_0)."""
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as e:
+        raise RinkitError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    if "mu" not in data.files:
+        if "arr_0" in data.files:
+            return None
+        raise RinkitError(f"{path}: neither statistics (mu, sigma) nor images (arr_0) in it")
+    if "sigma" not in data.files:
+        raise RinkitError(f"{path}: has mu but no sigma")
+    get = lambda k: data[k] if k in data.files else None  # noqa: E731
+    mu, sigma = data["mu"], data["sigma"]
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise RinkitError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
+    n = get("n")
+    return Stats(mu, sigma, get("mu_s"), get("sigma_s"), get("arr_0"), get("pool"),
+                 int(n) if n is not None else None)

@@ -1,0 +1,324 @@
+"""Sampling at scale: per-image seeds, batches, torchrun shards, PNG folders and ADM-style .npz.
+
+Image i of a run with global seed s always starts from the same noise and gets the same DDPM
+noise at every step, whatever the batch size or the number of processes: its torch.Generator is
+seeded by `image_seed(s, i)` and the samplers draw example i's noise from generator i only
+(EDM2's `--seeds=0-49999`). Labels are a function of (s, i) too, so shards never disagree.
+
+The .npz layout is what OpenAI's ADM evaluator and its reference batches read: `arr_0` uint8
+NHWC and, for class-conditional models, `arr_1` the labels (guided-diffusion's sample script
+writes the same two arrays). Under `torchrun` each rank samples a contiguous slice of the indices,
+writes a shard, and rank 0 merges the shards in index order.
+
+This module also owns the helpers the trainer uses for its sample grids and metrics
+(`generate`, `write_samples`, `evaluate_metrics`, ...); rinkit.train.trainer re-exports them.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rinkit.build import build_diffusion, build_model, sample_shape
+from rinkit.config import Config, modality_options, validate
+from rinkit.diffusion import sample
+from rinkit.errors import RinkitError
+from rinkit.registry import get_dataset, get_modality, metrics
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The noise seed of image `index` in a run with global seed `seed` (a SeedSequence hash, so
+    neighbouring (seed, index) pairs give unrelated streams)."""
+    return int(np.random.SeedSequence([int(seed) & (2 ** 63 - 1), int(index)]).generate_state(1, np.uint64)[0]
+               & np.uint64(2 ** 63 - 1))
+
+
+def image_generators(seed: int, indices, device="cpu") -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(image_seed(seed, i)) for i in indices]
+
+
+def draw_labels(n: int, num_classes: int, seed: int, classes: list[int] | None = None) -> torch.Tensor:
+    """Uniform labels for images 0..n-1, a function of the seed alone (every shard agrees)."""
+    pool = torch.tensor(classes if classes else list(range(num_classes)))
+    g = torch.Generator().manual_seed(int(seed))
+    return pool[torch.randint(len(pool), (n,), generator=g)]
+
+
+def balanced_labels(n_per_class: int, num_classes: int, device) -> torch.Tensor:
+    return torch.arange(num_classes, device=device).repeat_interleave(n_per_class)
+
+
+@torch.no_grad()
+def generate(model, cfg: Config, n: int, labels: torch.Tensor | None, seed: int, device,
+             batch_size: int = 256, context: torch.Tensor | None = None, start: int = 0,
+             progress=None, carry_latents: bool | None = None, **sampler_overrides) -> torch.Tensor:
+    """n samples (images start .. start+n-1 of seed `seed`) with the config's sampler, whose
+    fields (name, steps, eta, guidance, ddpm_variance) may be overridden. `labels` and `context`
+    hold the n examples' labels / clean conditioning. `progress(k)` is called after each batch
+    of k samples. Returns data in [-1, 1] on the CPU."""
+    diffusion, shape = build_diffusion(cfg), sample_shape(cfg)
+    s = cfg.sampler.model_copy(update=sampler_overrides)
+    out = []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        lab = labels[i:i + b].to(device) if labels is not None else None
+        ctx = context[i:i + b].to(device) if context is not None else None
+        gens = image_generators(seed, range(start + i, start + i + b))
+        x = sample(model, diffusion, (b, *shape), lab, steps=s.steps, sampler=s.name, eta=s.eta,
+                   guidance=s.guidance if cfg.model.num_classes else 0.0, ddpm_variance=s.ddpm_variance,
+                   carry_latents=carry_latents, context=ctx, generator=gens, device=device)
+        out.append(x.cpu())
+        if progress is not None:
+            progress(b)
+    return torch.cat(out) if out else torch.empty(0, *shape)
+
+
+def conditioning_examples(cfg: Config, n: int, labels: torch.Tensor | None = None, split: str = "test"):
+    """For modalities that condition on clean data (e.g. given video frames): the contexts of n
+    held-out examples (of the requested labels where given), else None."""
+    modality = get_modality(cfg.modality)
+    if modality.condition is None:
+        return None
+    opts = modality_options(cfg)
+    ds = get_dataset(cfg.modality, cfg.data.dataset).build(opts, cfg.data, split)
+    if labels is None:
+        idx = [i % len(ds) for i in range(n)]
+    else:
+        by_label: dict[int, list[int]] = {}
+        for i in range(len(ds)):
+            by_label.setdefault(int(ds[i][1]), []).append(i)
+        seen: dict[int, int] = {}
+        idx = []
+        for lab in labels.tolist():
+            pool = by_label.get(int(lab)) or list(range(len(ds)))
+            idx.append(pool[seen.get(lab, 0) % len(pool)])
+            seen[lab] = seen.get(lab, 0) + 1
+    x = torch.stack([ds[i][0] for i in idx])
+    return modality.condition(x, opts)[1]
+
+
+def write_samples(model, cfg: Config, path: Path, device, seed: int = 0, per_class: int = 10) -> list[Path]:
+    modality = get_modality(cfg.modality)
+    k = cfg.model.num_classes
+    labels = balanced_labels(per_class, k, device) if k else None
+    n = per_class * k if k else 64
+    context = conditioning_examples(cfg, n, labels.cpu() if labels is not None else None)
+    x = generate(model, cfg, n, labels, seed, device, context=context)
+    return modality.write_samples(x, labels.cpu() if labels is not None else None, path,
+                                  modality_options(cfg), context=context)
+
+
+def metric_specs(cfg: Config) -> list:
+    return [m for m in metrics(cfg.modality).values() if not m.tags or cfg.data.dataset in m.tags]
+
+
+def evaluate_metrics(model, cfg: Config, n: int, device, seed: int = 1, batch_size: int = 256,
+                     carry_latents: bool | None = None, **sampler_overrides) -> dict[str, float]:
+    """Every metric registered for this modality and dataset, on n EMA samples (class-balanced
+    labels for conditional models); sampler fields may be overridden (the NFE study does)."""
+    specs = metric_specs(cfg)
+    if not specs or n <= 0:
+        return {}
+    k = cfg.model.num_classes
+    labels = balanced_labels(-(-n // k), k, "cpu")[:n] if k else None
+    context = conditioning_examples(cfg, n, labels)
+    x = generate(model, cfg, n, labels, seed, device, batch_size=batch_size, context=context,
+                 carry_latents=carry_latents, **sampler_overrides)
+    out: dict[str, float] = {}
+    opts = modality_options(cfg)
+    for spec in specs:
+        fn = spec.build(opts, cfg.data)
+        # conditional modalities' metrics also see the given data (e.g. video frames), if they take it
+        kw = {"context": context} if context is not None and _takes_context(fn) else {}
+        out.update(fn(x, labels, **kw))
+    return out
+
+
+def _takes_context(fn) -> bool:
+    import inspect
+    try:
+        return "context" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def proxy_label(n: int) -> str:
+    """'2k' for 2000 samples, '300' for 300: the suffix of a proxy metric (FID-2k)."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def proxy_metrics(model, cfg: Config, device) -> dict[str, float]:
+    """The in-training proxy: the registered metrics on `train.metric_samples` samples with
+    `train.metric_steps` sampling steps, keys suffixed with the sample count ("digits_fid-500")
+    so nobody mistakes them for a 50k-sample evaluation."""
+    t = cfg.train
+    over = {"steps": t.metric_steps} if t.metric_steps else {}
+    res = evaluate_metrics(model, cfg, t.metric_samples, device, seed=1, **over)
+    return {f"{k}-{proxy_label(t.metric_samples)}": v for k, v in res.items()}
+
+
+def load_for_sampling(path: str | Path, device: str = "auto"):
+    """Checkpoint -> (EMA denoiser in eval mode, its Config, device)."""
+    from rinkit.train.checkpoint import load_checkpoint
+    from rinkit.train.trainer import pick_device
+    ckpt = load_checkpoint(path, weights_only=True)
+    cfg = validate(ckpt.config)
+    dev = pick_device(device)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt.ema or ckpt.model)
+    except RuntimeError as e:
+        raise RinkitError(f"checkpoint weights do not fit its config: {str(e).splitlines()[0]}") from None
+    return model.to(dev).eval(), cfg, dev
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Samples in [-1, 1] -> uint8; images (B, C, H, W) become NHWC (the ADM evaluator's layout),
+    other modalities keep their layout."""
+    u8 = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return (u8.permute(0, 2, 3, 1) if u8.dim() == 4 else u8).cpu().numpy()
+
+
+def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"arr_0": images}
+    if labels is not None:
+        arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def write_png_folder(folder: str | Path, images: np.ndarray, start: int = 0) -> None:
+    """uint8 NHWC images -> folder/000123.png named by global index (as DiT's sample_ddp)."""
+    from PIL import Image
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise RinkitError(f"a PNG folder needs image samples (N, H, W, C), got shape {images.shape}; use --npz")
+    for j, img in enumerate(images):
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(folder / f"{start + j:06d}.png")
+
+
+# -- distributed ----------------------------------------------------------------------------------
+
+def dist_context() -> tuple[int, int]:
+    """(rank, world size); under torchrun, joins the process group (gloo on CPU, nccl on GPU)."""
+    import torch.distributed as dist
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous [start, stop) of the n indices for this rank (sizes differ by at most one)."""
+    per, extra = divmod(n, world)
+    start = rank * per + min(rank, extra)
+    return start, start + per + (rank < extra)
+
+
+class _Progress:
+    """tqdm on rank 0 counting all ranks' images (rank 0's rate times the world size)."""
+
+    def __init__(self, total: int, world: int, enabled: bool, desc: str = "sample"):
+        self.world, self.bar = world, None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True)
+
+    def __call__(self, k: int) -> None:
+        if self.bar is not None:
+            self.bar.update(min(k * self.world, self.bar.total - self.bar.n))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def sample_to_files(model, cfg: Config, n: int, seed: int, device, *, npz: str | Path | None = None,
+                    png_dir: str | Path | None = None, labels: torch.Tensor | None = None,
+                    classes: list[int] | None = None, batch_size: int = 256, progress: bool = True,
+                    carry_latents: bool | None = None, **sampler_overrides) -> dict:
+    """Sample images 0..n-1 of `seed` (this rank's slice under torchrun) and write them.
+
+    Labels: `labels` (n given labels) or, for a class-conditional model, drawn uniformly (from
+    `classes` if given) as a function of the seed. Returns {"n", "npz", "png_dir", "seconds"}."""
+    import torch.distributed as dist
+    if npz is None and png_dir is None:
+        raise RinkitError("give an output: --npz FILE and/or --png-dir FOLDER")
+    rank, world = dist_context()
+    k = cfg.model.num_classes
+    if labels is not None:
+        labels = torch.as_tensor(labels).long()
+        if len(labels) != n:
+            raise RinkitError(f"{len(labels)} labels given for {n} samples")
+    elif k:
+        labels = draw_labels(n, k, seed, classes)
+    lo, hi = shard_range(n, rank, world)
+    mine = labels[lo:hi] if labels is not None else None
+    context = conditioning_examples(cfg, hi - lo, mine)
+    bar = _Progress(n, world, progress and rank == 0)
+    t0 = time.perf_counter()
+    try:
+        x = generate(model, cfg, hi - lo, mine, seed, device, batch_size=batch_size, context=context,
+                     start=lo, progress=bar, carry_latents=carry_latents, **sampler_overrides)
+    finally:
+        bar.close()
+    u8 = to_uint8(x)
+    if png_dir is not None:
+        write_png_folder(png_dir, u8, start=lo)
+    out = {"n": n, "npz": None, "png_dir": str(png_dir) if png_dir else None}
+    if npz is not None:
+        final = Path(npz) if str(npz).endswith(".npz") else Path(f"{npz}.npz")
+        if world == 1:
+            out["npz"] = str(save_npz(final, u8, mine.numpy() if mine is not None else None))
+        else:
+            shard = final.with_name(f".{final.stem}.shard{rank:05d}-of-{world:05d}.npz")
+            save_npz(shard, u8, mine.numpy() if mine is not None else None)
+            dist.barrier()
+            if rank == 0:
+                out["npz"] = str(merge_shards(final, world))
+            dist.barrier()
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def merge_shards(final: Path, world: int) -> Path:
+    """Concatenate the ranks' shards (contiguous index ranges, rank order) into one .npz."""
+    shards = [final.with_name(f".{final.stem}.shard{r:05d}-of-{world:05d}.npz") for r in range(world)]
+    missing = [s.name for s in shards if not s.exists()]
+    if missing:
+        raise RinkitError(f"cannot merge: shard {missing[0]} is missing")
+    parts = [np.load(s) for s in shards]
+    images = np.concatenate([p["arr_0"] for p in parts])
+    labels = np.concatenate([p["arr_1"] for p in parts]) if "arr_1" in parts[0] else None
+    path = save_npz(final, images, labels)
+    for s in shards:
+        s.unlink()
+    return path
+
+
+def log_proxy_metrics(model, cfg: Config, device, step: int, stats) -> dict[str, float]:
+    """Run `proxy_metrics`, append {"step", ...} to stats.jsonl and print one line."""
+    import json
+
+    from tqdm import tqdm
+    res = proxy_metrics(model, cfg, device)
+    if res:
+        stats.write(json.dumps({"step": step, **res}) + "\n")
+        stats.flush()
+        tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()) + " (proxy)")
+    return res
