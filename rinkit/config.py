@@ -78,6 +78,10 @@ class DataConfig(Section):
     path: str | None = None  # for datasets read from disk
     hflip: bool = False
     num_workers: int = Field(0, ge=0)
+    # Image files / arrays -> the model's size: "adm" = ADM centre crop + resize (guided-diffusion),
+    # "pad" = pad with the background (-1) to the size, then centre-crop (28x28 -> 32x32 MNIST-style).
+    fit: Literal["adm", "pad"] = "adm"
+    skip_corrupt: bool = False  # unreadable files: False = error naming the file, True = skip and count
 
 
 class TrainConfig(Section):
@@ -99,6 +103,19 @@ class TrainConfig(Section):
     keep_last: int = Field(3, ge=1)
     max_bad_steps: int = Field(20, ge=1)  # non-finite losses in a row before giving up
     eval_samples: int = Field(0, ge=0)  # samples for the end-of-training metrics (0 = none)
+    # Scale-out (docs/training-at-scale.md). batch_size is the GLOBAL batch: split over
+    # torchrun processes x grad_accum micro-batches, so lr and results do not depend on the split.
+    grad_accum: int = Field(1, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on GPUs, fp32 elsewhere
+    tf32: bool = True  # TF32 matmuls / convolutions on GPUs
+    compile: bool = False  # torch.compile the denoiser (`rinkit train --compile`)
+    activation_checkpointing: bool = False  # recompute each RIN block in the backward pass
+    fsdp: bool = False  # FSDP2 fully_shard instead of DDP (needs torchrun, >= 2 processes)
+    tensorboard: bool = True  # scalars + sample grids in <run>/tensorboard
+    # in-training proxy metric (logged as e.g. "digits_fid-500", never a 50k FID): every K steps
+    metric_every: int = Field(0, ge=0)  # 0 = off
+    metric_samples: int = Field(2000, ge=2)
+    metric_steps: int | None = Field(None, ge=1)  # sampling steps for the proxy (None = sampler.steps)
 
     @field_validator("decay")
     @classmethod

@@ -16,6 +16,9 @@ class ImageOptions(BaseModel):
     channels: int = Field(3, ge=1)
     patch_size: int = Field(2, ge=1)
     pos_emb: Literal["learned", "sincos", "sincos+learned"] = "learned"
+    # LayerNorm after the patch embedding (official `stem_ln`). With very small patches (a few
+    # values per token, e.g. 1-channel 8x8 digits) it throws away the patch's magnitude.
+    stem_norm: bool = True
 
     @property
     def size(self) -> tuple[int, int]:
@@ -31,7 +34,7 @@ class ImageOptions(BaseModel):
 
 def _tokenizer(opts: ImageOptions, dim: int):
     from rinkit_plugins.image.tokenizer import ImageTokenizer
-    return ImageTokenizer(opts.channels, opts.size, opts.patch_size, dim, opts.pos_emb)
+    return ImageTokenizer(opts.channels, opts.size, opts.patch_size, dim, opts.pos_emb, opts.stem_norm)
 
 
 def _detokenizer(opts: ImageOptions, dim: int):
@@ -47,6 +50,18 @@ def _write(samples, labels, path, options=None, context=None, **kw):
 def _digits(options, data_cfg, split="train"):
     from rinkit_plugins.image.data import digits
     return digits(options, data_cfg, split)
+
+
+def _from_disk(name: str):
+    def build(options, data_cfg, split="train"):
+        from rinkit_plugins.image import data
+        if name == "fashion-mnist":
+            return data.idx_images(options, data_cfg, split, default_dir=data.FASHION_MNIST_DIR)
+        if name == "mnist":
+            return data.idx_images(options, data_cfg, split)
+        return {"folder": data.image_folder, "cifar10": data.cifar10, "npz": data.npz_images,
+                "tar": data.tar_shards, "imagenet": data.imagenet}[name](options, data_cfg, split)
+    return build
 
 
 def _digits_metric(options, data_cfg):
@@ -65,7 +80,22 @@ def rinkit_modalities():
 @hookimpl
 def rinkit_datasets():
     return [DatasetSpec("image", "digits", "scikit-learn's 1,797 8x8 handwritten digits, 10 classes",
-                        _digits, num_classes=10)]
+                        _digits, num_classes=10),
+            DatasetSpec("image", "folder", "image files under data.path: root/<class>/*.png|jpg (labels by "
+                        "sorted folder name) or a flat folder (unconditional); ADM centre crop", _from_disk("folder")),
+            DatasetSpec("image", "cifar10", "CIFAR-10's official python batches (cifar-10-batches-py) at data.path",
+                        _from_disk("cifar10"), num_classes=10),
+            DatasetSpec("image", "mnist", "MNIST IDX files (*-ubyte.gz) at data.path", _from_disk("mnist"),
+                        num_classes=10),
+            DatasetSpec("image", "fashion-mnist", "Fashion-MNIST IDX files at data.path or Debian's "
+                        "dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)", _from_disk("fashion-mnist"),
+                        num_classes=10),
+            DatasetSpec("image", "npz", "images (+ labels) in a .npz (x/images/arr_0, y/labels/arr_1)",
+                        _from_disk("npz")),
+            DatasetSpec("image", "tar", "webdataset-style .tar shards (key.jpg + key.cls), random access",
+                        _from_disk("tar")),
+            DatasetSpec("image", "imagenet", "ImageNet at data.path: ILSVRC synset folders (train/, val/) "
+                        "or webdataset .tar shards; ADM centre crop", _from_disk("imagenet"), num_classes=1000)]
 
 
 @hookimpl

@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from rinkit.engine.attention import BACKENDS, MultiHeadAttention
@@ -164,6 +165,7 @@ class RIN(nn.Module):
         if len(depths) != blocks:
             raise ValueError(f"layers_per_block lists {len(depths)} depths for {blocks} blocks")
         self.num_classes, self.num_latents, self.latent_dim = num_classes, num_latents, latent_dim
+        self.checkpoint_blocks = False  # activation checkpointing per block (train.activation_checkpointing)
         n_cond = 1 + (1 if num_classes > 0 else 0)  # time token (+ class token)
         if num_latents <= n_cond:
             raise ValueError(f"num_latents={num_latents} leaves no learned latents "
@@ -211,7 +213,10 @@ class RIN(nn.Module):
         `num_classes` = null; prev_latents: (B, M, d) or None. Returns (X out, final latents)."""
         z = self.initial_latents(gamma, labels, prev_latents)
         for block in self.blocks:
-            x, z = block(x, z)
+            if self.checkpoint_blocks and torch.is_grad_enabled():  # recompute in backward: memory for time
+                x, z = torch.utils.checkpoint.checkpoint(block, x, z, use_reentrant=False)
+            else:
+                x, z = block(x, z)
         return x, z
 
 
@@ -226,5 +231,11 @@ class Denoiser(nn.Module):
     def forward(self, x_t: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
                 prev_latents: torch.Tensor | None = None, context=None):
         tokens = self.tokenizer(x_t, context)
+        # A tokenizer may return (tokens, state): per-example state its detokenizer needs to
+        # map tokens back (e.g. which points formed which group). Plain tensors are unchanged.
+        state = None
+        if isinstance(tokens, tuple):
+            tokens, state = tokens
         tokens, latents = self.core(tokens, gamma, labels, prev_latents)
-        return self.detokenizer(tokens, context), latents
+        out = self.detokenizer(tokens, context) if state is None else self.detokenizer(tokens, context, state)
+        return out, latents

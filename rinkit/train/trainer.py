@@ -9,6 +9,7 @@ Runs live in `runs/<name>/`; a run folder that already holds checkpoints of the 
 resumed from its newest one (exactly: RNG states and the data position are restored)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -20,11 +21,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rinkit.build import build_diffusion, build_model, sample_shape
-from rinkit.config import Config, modality_options, validate
-from rinkit.diffusion import sample
+from rinkit.build import build_diffusion, build_model
+from rinkit.config import Config, modality_options
 from rinkit.errors import RinkitError
-from rinkit.registry import get_dataset, get_modality, metrics
+from rinkit.registry import get_dataset, get_modality
+# the sampling helpers live in rinkit.sampling; re-exported here for existing imports
+from rinkit.sampling import (  # noqa: F401
+    balanced_labels, conditioning_examples, evaluate_metrics, generate, load_for_sampling,
+    log_proxy_metrics, write_samples)
+from rinkit.train import distributed
 from rinkit.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from rinkit.train.data import StepBatchSampler
 from rinkit.train.optim import EMA, build_optimizer, lr_factor
@@ -72,83 +77,6 @@ def _same_run(a: dict, b: dict) -> str | None:
     return None
 
 
-def balanced_labels(n_per_class: int, num_classes: int, device) -> torch.Tensor:
-    return torch.arange(num_classes, device=device).repeat_interleave(n_per_class)
-
-
-@torch.no_grad()
-def generate(model, cfg: Config, n: int, labels: torch.Tensor | None, seed: int, device,
-             batch_size: int = 256, context: torch.Tensor | None = None,
-             **sampler_overrides) -> torch.Tensor:
-    """n samples with the config's sampler (overridable), in batches, deterministic in seed.
-    `context` (n examples' clean conditioning, for modalities with `condition`) is sliced along."""
-    diffusion, shape = build_diffusion(cfg), sample_shape(cfg)
-    s = cfg.sampler.model_copy(update=sampler_overrides)
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    out = []
-    for i in range(0, n, batch_size):
-        lab = labels[i:i + batch_size] if labels is not None else None
-        ctx = context[i:i + batch_size].to(device) if context is not None else None
-        b = min(batch_size, n - i)
-        noise_gen = torch.Generator(device="cpu").manual_seed(int(torch.randint(2 ** 62, (1,), generator=g)))
-        x = sample(model, diffusion, (b, *shape), lab, steps=s.steps, sampler=s.name, eta=s.eta,
-                   guidance=s.guidance if cfg.model.num_classes else 0.0, ddpm_variance=s.ddpm_variance,
-                   context=ctx, generator=noise_gen, device=device)
-        out.append(x.cpu())
-    return torch.cat(out)
-
-
-def conditioning_examples(cfg: Config, n: int, labels: torch.Tensor | None = None, split: str = "test"):
-    """For modalities that condition on clean data (e.g. given video frames): the contexts of n
-    held-out examples (of the requested labels where given), else None."""
-    modality = get_modality(cfg.modality)
-    if modality.condition is None:
-        return None
-    opts = modality_options(cfg)
-    ds = get_dataset(cfg.modality, cfg.data.dataset).build(opts, cfg.data, split)
-    if labels is None:
-        idx = [i % len(ds) for i in range(n)]
-    else:
-        by_label: dict[int, list[int]] = {}
-        for i in range(len(ds)):
-            by_label.setdefault(int(ds[i][1]), []).append(i)
-        seen: dict[int, int] = {}
-        idx = []
-        for lab in labels.tolist():
-            pool = by_label.get(int(lab)) or list(range(len(ds)))
-            idx.append(pool[seen.get(lab, 0) % len(pool)])
-            seen[lab] = seen.get(lab, 0) + 1
-    x = torch.stack([ds[i][0] for i in idx])
-    return modality.condition(x, opts)[1]
-
-
-def write_samples(model, cfg: Config, path: Path, device, seed: int = 0, per_class: int = 10) -> list[Path]:
-    modality = get_modality(cfg.modality)
-    k = cfg.model.num_classes
-    labels = balanced_labels(per_class, k, device) if k else None
-    n = per_class * k if k else 64
-    context = conditioning_examples(cfg, n, labels.cpu() if labels is not None else None)
-    x = generate(model, cfg, n, labels, seed, device, context=context)
-    return modality.write_samples(x, labels.cpu() if labels is not None else None, path,
-                                  modality_options(cfg), context=context)
-
-
-def evaluate_metrics(model, cfg: Config, n: int, device, seed: int = 1) -> dict[str, float]:
-    """Every metric registered for this modality and dataset, on n EMA samples."""
-    specs = [m for m in metrics(cfg.modality).values() if not m.tags or cfg.data.dataset in m.tags]
-    if not specs or n <= 0:
-        return {}
-    k = cfg.model.num_classes
-    labels = balanced_labels(-(-n // k), k, device)[:n] if k else None
-    context = conditioning_examples(cfg, n, labels.cpu() if labels is not None else None)
-    x = generate(model, cfg, n, labels, seed, device, context=context)
-    out: dict[str, float] = {}
-    opts = modality_options(cfg)
-    for spec in specs:
-        out.update(spec.build(opts, cfg.data)(x, labels.cpu() if labels is not None else None))
-    return out
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -191,33 +119,91 @@ def resolve_run_dir(cfg: Config, run_dir: str | Path | None, fresh: bool) -> Pat
 def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
           fresh: bool = False, progress: bool = True, eval_samples: int | None = None,
           max_steps: int | None = None) -> TrainResult:
-    """Train (or resume) a run. `max_steps` stops early (for tests / interrupted runs)."""
+    """Train (or resume) a run; under `torchrun` every process calls this and they train one
+    model together (rinkit/train/distributed.py). `max_steps` stops early (tests / interrupted runs)."""
+    info = distributed.setup(pick_device(cfg.train.device))
+    try:
+        return _train(cfg, info, run_dir, resume, fresh, progress, eval_samples, max_steps)
+    finally:
+        distributed.teardown(info)
+
+
+def _memory_gb(device: torch.device) -> float:
+    """Peak memory since the last call: CUDA allocator peak on GPUs, else the process's max RSS."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+
+
+def _tensorboard(run: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("tensorboard is not installed (pip install tensorboard): logging to stats.jsonl only")
+        return None
+    return SummaryWriter(str(run / "tensorboard"))
+
+
+def _tb_images(tb, paths: list[Path], step: int) -> None:
+    if tb is None:
+        return
+    from PIL import Image
+    for p in paths:
+        if Path(p).suffix.lower() == ".png":
+            tb.add_image(f"samples/{Path(p).stem}", np.asarray(Image.open(p).convert("RGB")), step,
+                         dataformats="HWC")
+    tb.flush()
+
+
+def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, progress, eval_samples,
+           max_steps) -> TrainResult:
     t_cfg = cfg.train
-    device = pick_device(t_cfg.device)
-    run = resolve_run_dir(cfg, run_dir, fresh)
+    device, main = info.device, info.main
+    progress = progress and main
+    accum = t_cfg.grad_accum
+    shards = info.world_size * accum  # micro-batches per global batch
+    if t_cfg.batch_size % shards:
+        raise RinkitError(f"train.batch_size={t_cfg.batch_size} is not divisible by world size "
+                          f"{info.world_size} x train.grad_accum {accum}")
+    micro = t_cfg.batch_size // shards
+    # Rank 0 decides the run folder and the checkpoint to resume; every rank follows it.
+    run = Path(distributed.broadcast_object(info, str(resolve_run_dir(cfg, run_dir, fresh)) if main else None))
     modality, opts = get_modality(cfg.modality), modality_options(cfg)
     ds_spec = get_dataset(cfg.modality, cfg.data.dataset)
     if cfg.model.num_classes and ds_spec.num_classes and cfg.model.num_classes < ds_spec.num_classes:
         raise RinkitError(f"model.num_classes={cfg.model.num_classes} but dataset {ds_spec.name!r} "
                           f"has {ds_spec.num_classes} classes")
 
-    ckpt: Checkpoint | None = None
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-    elif list_checkpoints(run):
-        ckpt = load_checkpoint(list_checkpoints(run)[-1])
+    ckpt_path = None
+    if main:
+        if resume is not None:
+            ckpt_path = str(resume)
+        elif list_checkpoints(run):
+            ckpt_path = str(list_checkpoints(run)[-1])
+    ckpt_path = distributed.broadcast_object(info, ckpt_path)
+    ckpt: Checkpoint | None = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:
         diff = _same_run(ckpt.config, cfg.to_dict())
         if diff:
             raise RinkitError(f"{run} holds a run with a different config ({diff} differs); "
                               "use --fresh or --run-dir for a new run")
 
+    if device.type == "cuda" and t_cfg.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    precision = t_cfg.precision if t_cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    amp = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
+
+    # The same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(t_cfg.seed)
     np.random.seed(t_cfg.seed % 2 ** 32)
     random.seed(t_cfg.seed)
     model = build_model(cfg).to(device)
+    model.core.checkpoint_blocks = t_cfg.activation_checkpointing
     ema = EMA(model, t_cfg.ema_decay)
-    opt = build_optimizer(model, t_cfg.optimizer, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
     diffusion = build_diffusion(cfg)
     step = 0
     if ckpt is not None:
@@ -226,114 +212,180 @@ def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | N
             ema.model.load_state_dict(ckpt.ema or ckpt.model)
         except RuntimeError as e:
             raise RinkitError(f"checkpoint weights do not fit the model: {str(e).splitlines()[0]}") from None
-        if ckpt.optimizer is not None:
-            opt.load_state_dict(ckpt.optimizer)
         set_rng_state(ckpt.rng)
         step = ckpt.step
+        old_shards = ckpt.extra.get("shards", 1)
         if progress:
             print(f"resuming {run} from step {step}")
+            if old_shards != shards:
+                print(f"note: the run was saved with {old_shards} micro-batches per step and now has "
+                      f"{shards}: the data order continues, the noise draws differ from an uninterrupted run")
+    net = distributed.wrap(model, info, t_cfg.fsdp)
+    if t_cfg.fsdp:
+        distributed.shard_like(ema.model, info)
+    opt = build_optimizer(model, t_cfg.optimizer, t_cfg.lr, t_cfg.weight_decay, t_cfg.betas)
+    if ckpt is not None and ckpt.optimizer is not None:
+        distributed.load_optimizer_state(model, opt, ckpt.optimizer, t_cfg.fsdp)
+    if t_cfg.compile:
+        net = torch.compile(net)
 
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(cfg.to_yaml())
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(cfg.to_yaml())
     dataset = ds_spec.build(opts, cfg.data, "train")
+    n_data = getattr(dataset, "num_classes", 0)  # datasets found on disk know their classes only now
+    if cfg.model.num_classes and n_data > cfg.model.num_classes:
+        raise RinkitError(f"model.num_classes={cfg.model.num_classes} but the data at {cfg.data.path} "
+                          f"has {n_data} classes")
     end = t_cfg.steps if max_steps is None else min(t_cfg.steps, max_steps)
-    sampler = StepBatchSampler(len(dataset), t_cfg.batch_size, t_cfg.seed, start_step=step, total_steps=end)
-    # The loader gets its own generator: creating its iterator must not consume the global RNG,
-    # whose state a resumed run restores (exact resume).
+    # Micro-batch j of rank r at step s is shard k = j * world + r of the global batch: the
+    # sampler's "step" counts micro-steps, its rank/world split each one across processes.
+    sampler = StepBatchSampler(len(dataset), micro, t_cfg.seed, start_step=step * accum, rank=info.rank,
+                               world_size=info.world_size, total_steps=end * accum)
+    # The loader gets its own generator: creating its iterator must not consume the global RNG.
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
-                        generator=torch.Generator().manual_seed(t_cfg.seed + step))
+                        generator=torch.Generator().manual_seed(distributed.shard_seed(t_cfg.seed, step, info.rank)))
 
-    def save() -> Path:
+    def save() -> Path | None:
+        # Collective under FSDP (full weights are gathered), so every rank calls it; rank 0 writes.
+        model_sd, ema_sd, opt_sd = distributed.full_state(model, ema.model, opt, t_cfg.fsdp)
+        if not main:
+            return None
         path = save_checkpoint(run / "checkpoints" / f"step-{step:07d}.safetensors", Checkpoint(
-            cfg.to_dict(), step, model.state_dict(), ema.model.state_dict(), opt.state_dict(), rng_state()))
+            cfg.to_dict(), step, model_sd, ema_sd, opt_sd, rng_state(),
+            {"world_size": info.world_size, "grad_accum": accum, "shards": shards}))
         prune_checkpoints(run, t_cfg.keep_last)
         return path
 
+    def samples_now(path: Path) -> list[Path]:
+        sampler_model = distributed.full_copy(ema.model, cfg, t_cfg.fsdp, main)
+        if not main:
+            return []
+        written = write_samples(sampler_model, cfg, path, device)
+        _tb_images(tb, written, step)
+        return written
+
     losses: list[float] = []
-    last_ckpt, bad, window, t0 = None, 0, [], time.perf_counter()
-    bar = None
+    last_ckpt, last_saved, bad, window, gnorm, t0 = None, -1, 0, [], torch.zeros(()), time.perf_counter()
+    stopped = False
+    bar = tb = stats = None
+    if main:
+        stats = open(run / "stats.jsonl", "a")
+        tb = _tensorboard(run) if t_cfg.tensorboard else None
     if progress and step < end:
         from tqdm import tqdm
         bar = tqdm(total=end, initial=step, desc=f"train {cfg.name}", dynamic_ncols=True)
-    stats = open(run / "stats.jsonl", "a")
+    _memory_gb(device)
     model.train()
+    batches = iter(loader)
     try:
         with _Stop() as stop:
-            for x, y in loader:
-                x = x.to(device, non_blocking=True)
-                labels = y.to(device) if cfg.model.num_classes else None
-                x, context, mask = modality.condition(x, opts) if modality.condition else (x, None, None)
+            while step < end:
                 for g in opt.param_groups:
                     g["lr"] = t_cfg.lr * lr_factor(step, t_cfg.steps, t_cfg.warmup_steps, t_cfg.decay)
-                loss = diffusion.loss(model, x, labels, context, mask)
                 opt.zero_grad(set_to_none=True)
-                if not torch.isfinite(loss):
+                loss_sum = torch.zeros((), device=device)
+                for j in range(accum):
+                    # Augmentation (with in-process loading), noise, timesteps, label and model
+                    # dropout of this micro-batch: keyed by (seed, step, shard), so they do not
+                    # depend on how shards map to processes, nor on what ran before a resume.
+                    torch.manual_seed(distributed.shard_seed(t_cfg.seed, step, j * info.world_size + info.rank))
+                    x, y = next(batches)
+                    x = x.to(device, non_blocking=True)
+                    labels = y.to(device, non_blocking=True) if cfg.model.num_classes else None
+                    x, context, mask = modality.condition(x, opts) if modality.condition else (x, None, None)
+                    sync = j == accum - 1 or not info.enabled or t_cfg.fsdp
+                    with (contextlib.nullcontext() if sync else net.no_sync()), amp():
+                        loss = diffusion.loss(net, x, labels, context, mask)
+                    (loss / accum).backward()
+                    loss_sum += loss.detach().float()
+                # One all-reduce tells every rank the mean loss (NaN anywhere -> NaN everywhere)
+                # and whether any rank got SIGTERM, so all ranks skip / stop at the same step.
+                flags = distributed.mean_over_ranks(info, torch.stack([
+                    loss_sum / accum, torch.tensor(float(stop.requested), device=device)]))
+                step_loss, stopped = float(flags[0]), bool(flags[1] > 0)
+                if not np.isfinite(step_loss):
                     bad += 1
-                    print(f"step {step}: non-finite loss, step skipped ({bad} in a row)")
+                    opt.zero_grad(set_to_none=True)
+                    if main:
+                        print(f"step {step}: non-finite loss, step skipped ({bad} in a row)")
                     if bad >= t_cfg.max_bad_steps:
                         raise RinkitError(f"{bad} non-finite losses in a row at step {step}; "
                                           "lower train.lr or check the data (last good checkpoint kept)")
                     step += 1
+                    if stopped:
+                        break
                     continue
                 bad = 0
-                loss.backward()
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip or float("inf"))
                 opt.step()
                 ema.update(model)
                 step += 1
-                losses.append(loss.item())
-                window.append(loss.item())
+                losses.append(step_loss)
+                window.append(step_loss)
                 if bar is not None:
                     bar.update(1)
-                if step % t_cfg.log_every == 0 or step == end:
+                if main and (step % t_cfg.log_every == 0 or step == end):
                     dt = time.perf_counter() - t0
+                    gn = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
                     rec = {"step": step, "loss": float(np.mean(window)), "lr": opt.param_groups[0]["lr"],
-                           "grad_norm": float(gnorm), "examples_per_s": len(window) * t_cfg.batch_size / dt}
+                           "grad_norm": float(gn), "examples_per_s": len(window) * t_cfg.batch_size / dt,
+                           "mem_gb": round(_memory_gb(device), 3)}
                     stats.write(json.dumps(rec) + "\n")
                     stats.flush()
+                    if tb is not None:
+                        for k, v in rec.items():
+                            if k != "step":
+                                tb.add_scalar(f"train/{k}", v, step)
                     if bar is not None:
                         bar.set_postfix(loss=f"{rec['loss']:.4f}")
                     window, t0 = [], time.perf_counter()
                 if step % t_cfg.ckpt_every == 0:
-                    last_ckpt = save()
+                    last_ckpt, last_saved = save(), step
                 if t_cfg.sample_every and step % t_cfg.sample_every == 0:
-                    write_samples(ema.model, cfg, run / "samples" / f"step-{step:07d}", device)
+                    samples_now(run / "samples" / f"step-{step:07d}")
                     model.train()
-                if stop.requested:
+                if t_cfg.metric_every and step % t_cfg.metric_every == 0:  # proxy metric (FID-2k style)
+                    proxy_model = distributed.full_copy(ema.model, cfg, t_cfg.fsdp, main)
+                    if main:
+                        res = log_proxy_metrics(proxy_model, cfg, device, step, stats)
+                        if tb is not None:
+                            for k, v in res.items():
+                                tb.add_scalar(f"proxy/{k}", v, step)
+                    model.train()
+                if stopped:
                     break
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        if step > 0 and (last_ckpt is None or not last_ckpt.name.endswith(f"{step:07d}.safetensors")):
+        if step > 0 and last_saved != step and not t_cfg.fsdp:
             save()
-        stats.close()
+        if stats is not None:
+            stats.close()
         raise
     finally:
         if bar is not None:
             bar.close()
-    stats.close()
-    if step > 0 and (last_ckpt is None or f"{step:07d}" not in last_ckpt.name):
-        last_ckpt = save()
-    if stop.requested:
+        if tb is not None:
+            tb.flush()
+    if stats is not None:
+        stats.close()
+    if step > 0 and last_saved != step:
+        last_ckpt, last_saved = save(), step
+    if stopped:  # SIGTERM (on any rank)
+        if main:
+            print(f"stopped at step {step} on request; checkpoint {last_ckpt}; run the same command to resume")
         return TrainResult(run, step, losses, last_ckpt, [], {})
-    samples = write_samples(ema.model, cfg, run / "samples", device) if step >= end else []
+    samples = samples_now(run / "samples") if step >= end else []
     results: dict[str, float] = {}
     n_eval = t_cfg.eval_samples if eval_samples is None else eval_samples
-    if n_eval and step >= end:
-        results = evaluate_metrics(ema.model, cfg, n_eval, device)
+    eval_model = distributed.full_copy(ema.model, cfg, t_cfg.fsdp, main) if n_eval and step >= end else None
+    if main and eval_model is not None:
+        results = evaluate_metrics(eval_model, cfg, n_eval, device)
         (run / "metrics.json").write_text(json.dumps({"step": step, "samples": n_eval, **results}, indent=1))
+    if tb is not None:
+        for k, v in results.items():
+            tb.add_scalar(f"eval/{k}", v, step)
+        tb.close()
     return TrainResult(run, step, losses, last_ckpt, samples, results)
-
-
-def load_for_sampling(path: str | Path, device: str = "auto"):
-    """Checkpoint -> (EMA denoiser in eval mode, its Config, device)."""
-    ckpt = load_checkpoint(path, weights_only=True)
-    cfg = validate(ckpt.config)
-    dev = pick_device(device)
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt.ema or ckpt.model)
-    except RuntimeError as e:
-        raise RinkitError(f"checkpoint weights do not fit its config: {str(e).splitlines()[0]}") from None
-    return model.to(dev).eval(), cfg, dev
