@@ -1,0 +1,137 @@
+"""The built-in video modality: space-time patches, frame-conditional prediction, moving digits,
+decord-decoded video folders, GIF / MP4 / PNG film strips, FVD and a moving-digits proxy.
+
+Data are clips (T, C, H, W) in [-1, 1]. With `context_frames` = k > 0 the first k frames are
+given clean and the model generates the other T - k (the RIN Kinetics-600 setting: 5 -> 11);
+k = 0 is unconditional generation. Registered through the `rinkit` entry-point group."""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rinkit.registry import DatasetSpec, MetricSpec, Modality, hookimpl
+
+
+class VideoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    frames: int = Field(16, ge=1)              # clip length T (context + predicted)
+    context_frames: int = Field(0, ge=0)       # k given frames; 0 = unconditional
+    frame_size: int | tuple[int, int] = 32
+    channels: int = Field(1, ge=1)
+    patch_size: int = Field(4, ge=1)           # spatial patch p
+    time_patch: int = Field(2, ge=1)           # temporal patch (the official `seq_stride`)
+    pos_emb: Literal["learned", "sincos", "sincos+learned"] = "learned"
+    fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
+    frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
+    digit_size: int | None = Field(None, ge=2)  # moving digits: digit side (None = half the canvas)
+    data_seed: int = 0                         # moving digits: trajectories are a function of it
+
+    @property
+    def size(self) -> tuple[int, int]:
+        s = self.frame_size
+        return (s, s) if isinstance(s, int) else tuple(s)
+
+    @property
+    def predicted_frames(self) -> int:
+        return self.frames - self.context_frames
+
+    @property
+    def slots(self) -> tuple[int, int]:
+        """Temporal token slots of (context, predicted) frames: each part is zero-padded at the
+        end to a multiple of time_patch (TF 'SAME' padding, as in the official video model)."""
+        return (math.ceil(self.context_frames / self.time_patch),
+                math.ceil(self.predicted_frames / self.time_patch))
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.context_frames >= self.frames:
+            raise ValueError(f"context_frames {self.context_frames} leaves no frame to predict "
+                             f"of frames {self.frames}")
+        if any(v % self.patch_size for v in self.size):
+            raise ValueError(f"frame_size {self.frame_size} is not divisible by patch_size {self.patch_size}")
+        if self.digit_size is not None and self.digit_size > min(self.size):
+            raise ValueError(f"digit_size {self.digit_size} exceeds frame_size {self.frame_size}")
+        return self
+
+
+def _tokenizer(opts: VideoOptions, dim: int):
+    from rinkit_plugins.video.tokenizer import VideoTokenizer
+    return VideoTokenizer(opts, dim)
+
+
+def _detokenizer(opts: VideoOptions, dim: int):
+    from rinkit_plugins.video.tokenizer import VideoDetokenizer
+    return VideoDetokenizer(opts, dim)
+
+
+def condition(x, opts: VideoOptions):
+    """Clean clips (B, T, C, H, W) -> (frames to generate, given frames, loss mask). The target
+    holds only the predicted frames, so the loss covers them alone (no mask needed)."""
+    k = opts.context_frames
+    if k == 0:
+        return x, None, None
+    return x[:, k:], x[:, :k], None
+
+
+def _write(samples, labels, path, options, context=None, **kw):
+    from rinkit_plugins.video.writer import write_videos
+    return write_videos(samples, labels, path, options, context=context, **kw)
+
+
+def _moving_digits(options, data_cfg, split="train"):
+    from rinkit_plugins.video.data import moving_digits
+    return moving_digits(options, data_cfg, split)
+
+
+def _video_folder(options, data_cfg, split="train"):
+    from rinkit_plugins.video.data import video_folder
+    return video_folder(options, data_cfg, split)
+
+
+def _frame_folders(options, data_cfg, split="train"):
+    from rinkit_plugins.video.data import frame_folders
+    return frame_folders(options, data_cfg, split)
+
+
+def _digits_metric(options, data_cfg):
+    from rinkit_plugins.video.metrics import MovingDigitsMetric
+    return MovingDigitsMetric(options)
+
+
+def _fvd_metric(options, data_cfg):
+    from rinkit_plugins.video.metrics import FVDMetric
+    return FVDMetric(options, data_cfg)
+
+
+@hookimpl
+def rinkit_modalities():
+    return [Modality(
+        name="video", description="video clips (B, T, C, H, W): space-time patches, k given frames; GIF/MP4/PNG",
+        options=VideoOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
+        sample_shape=lambda o: (o.predicted_frames, o.channels, *o.size), write_samples=_write,
+        default_preset="video-digits", condition=condition,
+        context_shape=lambda o: (o.context_frames, o.channels, *o.size))]
+
+
+@hookimpl
+def rinkit_datasets():
+    return [
+        DatasetSpec("video", "moving_digits", "scikit-learn digits moving and bouncing in a canvas "
+                    "(deterministic from data_seed; class = digit)", _moving_digits, num_classes=10),
+        DatasetSpec("video", "video_folder", "video files under data.path (decord), clips of `frames` "
+                    "every `frame_stride` frames; data.path/{train,test} if present", _video_folder),
+        DatasetSpec("video", "frame_folders", "one folder of frame images per video under data.path",
+                    _frame_folders),
+    ]
+
+
+@hookimpl
+def rinkit_metrics():
+    return [
+        MetricSpec("video", "moving_digits", "per-frame digits-FID of the predicted frames, class "
+                   "kept, and bouncing-path motion error", _digits_metric, tags=("moving_digits",)),
+        MetricSpec("video", "fvd", "Fréchet Video Distance with I3D (local weights: RINKIT_I3D_WEIGHTS)",
+                   _fvd_metric, tags=("video_folder", "frame_folders")),
+    ]

@@ -1,0 +1,218 @@
+"""The video modality plugin: space-time tokenisation, frame-conditional prediction, moving
+digits, GIF/MP4/PNG output, decord loading, FVD's code path and the moving-digits proxy."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rinkit.build import build_model
+from rinkit.config import DataConfig, list_presets, load_config, modality_options
+from rinkit.errors import RinkitError
+from rinkit.registry import get_dataset, get_modality
+from rinkit_plugins.video import VideoOptions, condition
+from rinkit_plugins.video.tokenizer import VideoDetokenizer, VideoTokenizer
+from rinkit_plugins.video.writer import write_videos
+
+TINY = ["model.interface_dim=32", "model.latent_dim=32", "model.num_latents=8", "model.blocks=2",
+        "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2",
+        "modality_options.frames=8", "modality_options.context_frames=2", "modality_options.frame_size=16",
+        "modality_options.digit_size=8", "modality_options.patch_size=4", "modality_options.time_patch=2",
+        "train.batch_size=16", "train.warmup_steps=5", "train.log_every=1", "train.ckpt_every=1000",
+        "train.eval_samples=0", "sampler.steps=3", "train.ema_decay=0.9"]
+
+
+def tiny(*over):
+    return load_config("video-digits", None, [*TINY, *over])
+
+
+@pytest.mark.parametrize("t,k,size,p,tp,pos", [(16, 5, (64, 64), 4, 2, "learned"), (8, 0, (16, 24), 4, 1, "sincos"),
+                                               (7, 3, (32, 32), 8, 3, "sincos+learned"), (4, 1, (8, 8), 2, 4, "learned")])
+def test_token_and_output_shapes(t, k, size, p, tp, pos):
+    o = VideoOptions(frames=t, context_frames=k, frame_size=size, channels=3, patch_size=p, time_patch=tp,
+                     pos_emb=pos)
+    tok, detok = VideoTokenizer(o, 16), VideoDetokenizer(o, 16)
+    x = torch.randn(2, t - k, 3, *size)
+    ctx = torch.randn(2, k, 3, *size) if k else None
+    tokens = tok(x, ctx)
+    slots = math.ceil(k / tp) + math.ceil((t - k) / tp)  # each part padded to whole time patches
+    assert tokens.shape == (2, slots * (size[0] // p) * (size[1] // p), 16)
+    assert detok(tokens, ctx).shape == (2, t - k, 3, *size)
+
+
+def test_kinetics600_preset_matches_the_paper():
+    cfg = load_config("kinetics600")
+    o = modality_options(cfg)
+    from rinkit.info import model_info
+    info = model_info(cfg)
+    assert info["interface_tokens"] == 2304  # (3 + 6) x 16 x 16, as the official code
+    assert abs(info["params"] / 411e6 - 1) < 0.03
+    assert info["sample_shape"] == [11, 3, 64, 64] and o.context_frames == 5
+
+
+def test_condition_splits_and_context_reaches_the_prediction():
+    cfg = tiny()
+    o, model = modality_options(cfg), build_model(cfg).eval()
+    x = torch.rand(2, 8, 1, 16, 16) * 2 - 1
+    target, ctx, mask = condition(x, o)
+    assert mask is None and torch.equal(torch.cat([ctx, target], 1), x) and target.shape[1] == 6
+    gamma = torch.full((2,), 0.5)
+    out, _ = model(target, gamma, None, None, ctx)
+    assert out.shape == target.shape
+    out2, _ = model(target, gamma, None, None, ctx.flip(-1))
+    assert not torch.allclose(out, out2)  # the given frames are read through the interface
+    with pytest.raises(ValueError, match="context"):
+        model(target, gamma, None, None, None)
+    assert condition(x, VideoOptions(frames=8, context_frames=0, frame_size=16)) == (x, None, None)
+
+
+def test_bad_options_are_one_line_errors():
+    with pytest.raises(RinkitError, match="context_frames"):
+        modality_options(tiny("modality_options.context_frames=8"))
+    with pytest.raises(RinkitError, match="divisible"):
+        modality_options(tiny("modality_options.patch_size=5"))
+    assert get_modality("video").default_preset in list_presets()
+
+
+def test_moving_digits_are_deterministic_and_bounce_inside_the_canvas():
+    o = VideoOptions(frames=16, frame_size=32)
+    build = get_dataset("video", "moving_digits").build
+    a, b = build(o, DataConfig(), "train"), build(o, DataConfig(), "train")
+    for i in (0, 5, 999):
+        assert torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1]
+    other = build(o.model_copy(update={"data_seed": 1}), DataConfig(), "train")
+    assert not torch.equal(a[0][0], other[0][0])
+    x, y, pos = a.clip(3)
+    assert x.shape == (16, 32, 32) and 0 <= y < 10 and x.min() == -1
+    assert (pos >= 0).all() and (pos <= 32 - 16).all()
+    ink = (x + 1).reshape(16, -1).sum(1)  # the whole digit is inside the canvas in every frame
+    assert torch.allclose(torch.from_numpy(ink), torch.from_numpy(ink[:1]).expand(16), rtol=1e-5)
+    steps = np.abs(np.diff(pos, axis=0))
+    assert steps.max() <= 4 and steps.sum() > 0  # moving, at most 2.5 px/frame (+ rounding)
+
+
+def test_motion_score_separates_real_tracks_from_broken_ones():
+    from rinkit_plugins.video.metrics import MovingDigitsMetric
+    o = VideoOptions(frames=16, context_frames=4, frame_size=32)
+    ds = get_dataset("video", "moving_digits").build(o, DataConfig(), "test")
+    clips = torch.stack([ds[i][0] for i in range(24)])
+    m = MovingDigitsMetric(o)
+    real_err, real_speed = m.motion(clips)
+    frozen = torch.cat([clips[:, :4], clips[:, 3:4].expand(-1, 12, -1, -1, -1)], 1)
+    frozen_err, frozen_speed = m.motion(frozen)
+    swapped = torch.cat([clips[:, :4], clips.roll(1, 0)[:, 4:]], 1)  # another clip's future
+    swap_err, _ = m.motion(swapped)
+    assert real_err.max() < 0.5
+    assert frozen_err.mean() > 2 * real_err.mean() and frozen_speed.mean() < 0.5 * real_speed.mean()
+    assert (swap_err > 0.5).mean() > 0.7
+
+
+def test_short_training_run_lowers_the_loss_and_writes_videos(tmp_path):
+    from rinkit.build import build_diffusion
+    from rinkit.train.trainer import load_for_sampling, train
+    cfg = tiny("train.steps=60", "train.lr=3e-3")
+    o = modality_options(cfg)
+    ds = get_dataset("video", "moving_digits").build(o, cfg.data, "test")
+    target, ctx, _ = condition(torch.stack([ds[i][0] for i in range(32)]), o)
+    diffusion = build_diffusion(cfg)
+
+    def fixed_loss(model):  # same clips, noise levels and noise before and after training
+        with torch.no_grad():
+            return diffusion.loss(model.eval(), target, None, ctx, generator=torch.Generator().manual_seed(0)).item()
+
+    torch.manual_seed(cfg.train.seed)  # the trainer's initialisation
+    before = fixed_loss(build_model(cfg))
+    res = train(cfg, run_dir=tmp_path / "run", progress=False)
+    after = fixed_loss(load_for_sampling(res.checkpoint, "cpu")[0])
+    assert after < 0.8 * before, (before, after)
+    assert sorted(p.suffix for p in res.samples) == [".gif", ".mp4", ".png"]
+
+
+def _gif_frames(path):
+    im = Image.open(path)
+    out = []
+    for i in range(im.n_frames):
+        im.seek(i)
+        out.append(np.asarray(im.convert("RGB")))
+    return np.stack(out)
+
+
+def test_gif_mp4_round_trip_and_given_frames_are_unchanged(tmp_path):
+    import imageio.v2 as iio
+    g = torch.Generator().manual_seed(0)
+    ctx = torch.randint(0, 256, (3, 2, 1, 20, 24), generator=g).float() / 127.5 - 1
+    pred = torch.rand(3, 6, 1, 20, 24, generator=g) * 2 - 1
+    files = write_videos(pred, None, tmp_path / "s", VideoOptions(frames=8, context_frames=2, frame_size=(20, 24)),
+                         context=ctx)
+    gif, mp4, png = (tmp_path / f"s.{e}" for e in ("gif", "mp4", "png"))
+    assert set(files) == {gif, mp4, png}
+    frames = _gif_frames(gif)
+    assert frames.shape[0] == 8
+    # clip 0 sits in the top-left cell: 2-px border, frames enlarged 3x (min cell 64 px)
+    cell = frames[:2, 2:2 + 60:3, 2:2 + 72:3, 0]
+    given = ((ctx[0, :, 0] + 1) * 127.5).round().byte().numpy()
+    assert np.array_equal(cell, given)
+    reader = iio.get_reader(mp4, "ffmpeg")
+    assert reader.count_frames() == 8
+    assert reader.get_data(0).shape == frames.shape[1:]  # sizes are multiples of 16: no rescaling
+    reader.close()
+    strip = Image.open(png)
+    assert strip.size == (8 * (24 + 2), 3 * (20 + 2))  # 1-px borders, no enlarging at >= 32 px
+
+
+def _write_test_video(path, n=20, size=64):
+    import imageio.v2 as iio
+    frames = [np.full((size, size, 3), 10 * i + 20, np.uint8) for i in range(n)]  # brightness = index
+    iio.mimwrite(path, frames, fps=10, codec="libx264", quality=10, macro_block_size=16)
+
+
+def test_decord_reads_a_video_the_test_writes(tmp_path):
+    pytest.importorskip("decord")
+    (tmp_path / "vids" / "test" / "classA").mkdir(parents=True)
+    _write_test_video(tmp_path / "vids" / "test" / "classA" / "a.mp4")
+    from rinkit_plugins.video.data import read_frames, video_length
+    assert video_length(tmp_path / "vids" / "test" / "classA" / "a.mp4") == 20
+    o = VideoOptions(frames=4, frame_size=32, channels=3, patch_size=4, frame_stride=3)
+    ds = get_dataset("video", "video_folder").build(o, DataConfig(dataset="video_folder", path=str(tmp_path / "vids")), "test")
+    x, y = ds[0]
+    assert x.shape == (4, 3, 32, 32) and y == 0
+    # the test split takes the middle clip: span 10 of 20 frames -> start 5, frames 5, 8, 11, 14
+    level = ((x.mean((1, 2, 3)) + 1) * 127.5).numpy()
+    assert np.allclose(level, [10 * i + 20 for i in (5, 8, 11, 14)], atol=3)
+    assert read_frames(tmp_path / "vids" / "test" / "classA" / "a.mp4", [0, 19]).shape == (2, 64, 64, 3)
+    with pytest.raises(RinkitError, match="data.path"):
+        get_dataset("video", "video_folder").build(o, DataConfig(dataset="video_folder"), "train")
+
+
+def test_frame_folders_with_clip_sampling(tmp_path):
+    for v in range(2):
+        d = tmp_path / f"v{v}"
+        d.mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((16, 16, 3), 40 * i + v, np.uint8)).save(d / f"{i:03d}.png")
+    o = VideoOptions(frames=4, frame_size=16, channels=1, patch_size=4, frame_stride=2)
+    ds = get_dataset("video", "frame_folders").build(o, DataConfig(dataset="frame_folders", path=str(tmp_path)), "test")
+    assert len(ds) == 2
+    x, _ = ds[1]
+    level = ((x.mean((1, 2, 3)) + 1) * 127.5).round().numpy()
+    assert np.array_equal(level, [1, 81, 161, 201])  # frames 0, 2, 4 and the last frame repeated
+
+
+def test_fvd_code_path_with_random_i3d_weights(tmp_path, monkeypatch):
+    from rinkit_plugins.video.i3d import InceptionI3d
+    from rinkit_plugins.video.metrics import I3D_ENV, fvd
+    monkeypatch.delenv(I3D_ENV, raising=False)
+    x = torch.rand(6, 9, 3, 32, 32) * 2 - 1
+    with pytest.raises(RinkitError, match=I3D_ENV):
+        fvd(x, x)
+    torch.manual_seed(0)
+    net = InceptionI3d()
+    for mod in net.modules():  # He init keeps the signal alive through 60 random layers
+        if isinstance(mod, torch.nn.Conv3d):
+            torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), tmp_path / "i3d.pt")
+    monkeypatch.setenv(I3D_ENV, str(tmp_path / "i3d.pt"))
+    same = fvd(x, x, size=32)
+    other = fvd(x, torch.rand(6, 9, 3, 32, 32) * 0.2, size=32)
+    assert abs(same) < 1e-6 and other > 1e-3
