@@ -44,9 +44,13 @@ def model_info(cfg: Config) -> dict:
         context = torch.zeros(1, *modality.context_shape(modality_options(cfg)), device="meta")
     with torch.no_grad():
         tokens = model.tokenizer(x, context)
+        tokens = tokens[0] if isinstance(tokens, tuple) else tokens  # (tokens, state) tokenizers
         with FlopCounterMode(display=False) as counter:
             model(x, gamma, labels, None, context)
     params = parameter_breakdown(model)
     return {"name": cfg.name, "modality": cfg.modality, "params": params["total"],
-            "gflops": counter.get_total_flops() / 1e9, "interface_tokens": tokens.shape[1],
+            "gflops": counter.get_total_flops() / 1e9,
+            "flops_counted": "one forward pass at batch 1 by torch FlopCounterMode: matmuls, convolutions, "
+                             "attention (2 FLOPs per multiply-add); no elementwise ops, norms or softmax",
+            "interface_tokens": tokens.shape[1],
             "latents": cfg.model.num_latents, "sample_shape": list(shape), "breakdown": params}

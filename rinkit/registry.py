@@ -34,8 +34,10 @@ class Modality:
     """What a modality supplies. `options` is a pydantic model of its settings (patch size, image
     size...); configs carry them as `modality_options` and the plugin validates them.
 
-    make_tokenizer(options, interface_dim) -> nn.Module: forward(x, context) -> (B, N', D) tokens
-    make_detokenizer(options, interface_dim) -> nn.Module: forward(tokens, context) -> data shape
+    make_tokenizer(options, interface_dim) -> nn.Module: forward(x, context) -> (B, N', D) tokens,
+        or (tokens, state) when the detokenizer needs per-example state from the input (e.g.
+        the grouping of a point cloud); state is then passed as the detokenizer's third argument
+    make_detokenizer(options, interface_dim) -> nn.Module: forward(tokens, context[, state]) -> data shape
     sample_shape(options) -> per-example shape of the data (what the sampler draws noise for)
     write_samples(samples, labels, path, options, context=None) -> list of written files;
         samples in [-1, 1]
@@ -71,7 +73,8 @@ class DatasetSpec:
 
 @dataclass
 class MetricSpec:
-    """build(options, data_config) -> callable(samples, labels) -> dict of floats."""
+    """build(options, data_config) -> callable(samples, labels) -> dict of floats. For modalities
+    with `condition`, a callable that takes a `context` keyword also receives the given data."""
     modality: str
     name: str
     description: str

@@ -1,0 +1,132 @@
+"""Tokenizers for 3-D data.
+
+Point clouds (B, N, 3): tokens are groups of points, with no order-dependent positions, so the
+whole denoiser is permutation-equivariant over points (tests/test_points.py checks it):
+  * G group centres by farthest-point sampling (Point-BERT / Point-MAE), started from the point
+    farthest from the centroid rather than from index 0, so the choice ignores the input order;
+  * each group = the k nearest points of its centre; a shared PointNet (MLP, max-pool) embeds the
+    offsets to the centre, and the centre's own coordinates (Fourier features -> MLP) are the
+    token's position: a position by content, never by index;
+  * the tokenizer hands (points, centres) to the detokenizer as its state (the registry's
+    `(tokens, state)` contract). Each point is decoded from the inverse-distance-weighted mix of
+    its 3 nearest group tokens (PointNet++ feature propagation) and its own coordinates.
+Every step treats points identically, so permuting the input permutes the output the same way.
+
+Voxel grids (B, 1, D, H, W): 3-D patches (conv, kernel = stride = patch) with 3-D sin-cos
+positions (+ a learned residual), the video/image recipe in three spatial axes."""
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from rinkit.engine.positions import sincos_grid
+from rinkit.engine.rin import layer_norm
+
+
+def sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3), (B, M, 3) -> (B, N, M) squared distances, by explicit differences: every entry
+    is computed the same way whatever the order of the points (exact equivariance)."""
+    return ((a[:, :, None] - b[:, None]) ** 2).sum(-1)
+
+
+@torch.no_grad()
+def farthest_point_sample(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(B, N, 3) -> (B, m) indices; order-free start: the point farthest from the centroid."""
+    b, n, _ = x.shape
+    rows = torch.arange(b, device=x.device)
+    cur = ((x - x.mean(1, keepdim=True)) ** 2).sum(-1).argmax(1)
+    dist = torch.full((b, n), float("inf"), device=x.device, dtype=x.dtype)
+    idx = torch.empty(b, m, dtype=torch.long, device=x.device)
+    for j in range(m):
+        idx[:, j] = cur
+        dist = torch.minimum(dist, ((x - x[rows, cur][:, None]) ** 2).sum(-1))
+        cur = dist.argmax(1)
+    return idx
+
+
+def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, N, C), idx (B, ...) -> (B, ..., C)."""
+    flat = idx.reshape(idx.shape[0], -1)
+    out = torch.gather(x, 1, flat[..., None].expand(-1, -1, x.shape[-1]))
+    return out.reshape(*idx.shape, x.shape[-1])
+
+
+class Fourier(nn.Module):
+    """xyz -> [xyz, sin(2^k pi xyz), cos(2^k pi xyz)] for k < n_freqs (NeRF-style)."""
+
+    def __init__(self, n_freqs: int):
+        super().__init__()
+        self.register_buffer("freqs", (2.0 ** torch.arange(n_freqs)) * math.pi, persistent=False)
+        self.dim = 3 + 6 * n_freqs
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        arg = (p[..., None] * self.freqs).flatten(-2)
+        return torch.cat([p, arg.sin(), arg.cos()], dim=-1)
+
+
+class PointGroupTokenizer(nn.Module):
+    def __init__(self, num_groups: int, group_size: int, dim: int, n_freqs: int = 6):
+        super().__init__()
+        self.g, self.k = num_groups, group_size
+        self.fourier = Fourier(n_freqs)
+        self.local = nn.Sequential(nn.Linear(self.fourier.dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.centre = nn.Sequential(nn.Linear(self.fourier.dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.norm = layer_norm(dim)
+
+    def forward(self, x: torch.Tensor, context=None):
+        centres = gather(x, farthest_point_sample(x.detach(), self.g))           # (B, G, 3)
+        knn = sqdist(centres.detach(), x.detach()).topk(self.k, dim=-1, largest=False).indices
+        offsets = gather(x, knn) - centres[:, :, None]                            # (B, G, k, 3)
+        local = self.local(self.fourier(offsets)).amax(2)                         # PointNet max-pool
+        tokens = self.norm(local) + self.centre(self.fourier(centres))
+        return tokens, (x, centres)
+
+
+class PointGroupDetokenizer(nn.Module):
+    def __init__(self, dim: int, n_freqs: int = 6, neighbours: int = 3):
+        super().__init__()
+        self.neighbours = neighbours
+        self.fourier = Fourier(n_freqs)
+        self.norm = layer_norm(dim)
+        self.point = nn.Linear(self.fourier.dim, dim)
+        self.out = nn.Sequential(nn.GELU(), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 3))
+
+    def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
+        x, centres = state
+        tokens = self.norm(tokens[:, :centres.shape[1]])
+        d2, idx = sqdist(x.detach(), centres.detach()).topk(self.neighbours, dim=-1, largest=False)
+        w = 1.0 / (d2.sqrt() + 1e-8)
+        w = w / w.sum(-1, keepdim=True)                                            # (B, N, 3)
+        mixed = (gather(tokens, idx) * w[..., None]).sum(2)                       # (B, N, D)
+        return self.out(mixed + self.point(self.fourier(x)))
+
+
+class VoxelTokenizer(nn.Module):
+    def __init__(self, size: int, patch: int, dim: int, pos_emb: str = "sincos+learned"):
+        super().__init__()
+        self.grid = (size // patch,) * 3
+        self.patch = nn.Conv3d(1, dim, patch, stride=patch)
+        self.norm = layer_norm(dim)
+        self.register_buffer("fixed", sincos_grid(self.grid, dim), persistent=False)
+        n = self.grid[0] ** 3
+        self.learned = nn.Parameter(torch.zeros(n, dim)) if "learned" in pos_emb else None
+
+    def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        t = self.norm(self.patch(x).flatten(2).transpose(1, 2)) + self.fixed
+        return t + self.learned if self.learned is not None else t
+
+
+class VoxelDetokenizer(nn.Module):
+    def __init__(self, size: int, patch: int, dim: int):
+        super().__init__()
+        self.n, self.p = size // patch, patch
+        self.norm = layer_norm(dim)
+        self.proj = nn.Linear(dim, patch ** 3)
+
+    def forward(self, tokens: torch.Tensor, context=None) -> torch.Tensor:
+        x = self.proj(self.norm(tokens[:, :self.n ** 3]))
+        return rearrange(x, "b (d h w) (p1 p2 p3) -> b 1 (d p1) (h p2) (w p3)", d=self.n, h=self.n, w=self.n,
+                         p1=self.p, p2=self.p, p3=self.p)
