@@ -1,0 +1,112 @@
+"""The models the harness compares, each behind the denoiser contract of rinkit's diffusion code:
+`model(x_t, gamma, labels, prev_latents, context) -> (prediction, latents)`.
+
+* RIN: a rinkit preset (configs/*.yaml), built exactly as `rinkit train` builds it.
+* ADM-style U-Nets: diffusers' UNet2DModel configured as guided-diffusion's models (the U-Nets of
+  the paper's Fig. 1), wrapped so they are trained by the same `Diffusion.loss` (with
+  self-conditioning rate 0: a U-Net has no latents to carry).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from rinkit.errors import RinkitError
+
+# guided-diffusion flags (README "Model flags" / ADM paper App. table) per resolution. 32x32 is the
+# DDPM CIFAR-10 U-Net (Ho et al. 2020; ADM has no 32x32 model): 128 channels, mult 1-2-2-2,
+# 2 res blocks, one attention head at 16x16, dropout 0.1, plain (not scale-shift) norm, conv resampling.
+ADM = {
+    32: dict(channels=128, mult=(1, 2, 2, 2), res_blocks=2, attn=(16,), head_channels=None,
+             dropout=0.1, scale_shift=False, resblock_updown=False, source="DDPM CIFAR-10 U-Net (35.7M)"),
+    64: dict(channels=192, mult=(1, 2, 3, 4), res_blocks=3, attn=(32, 16, 8), head_channels=64,
+             dropout=0.1, scale_shift=True, resblock_updown=True, source="ADM ImageNet-64"),
+    128: dict(channels=256, mult=(1, 1, 2, 3, 4), res_blocks=2, attn=(32, 16, 8), head_channels=64,
+              dropout=0.0, scale_shift=True, resblock_updown=True, source="ADM ImageNet-128"),
+    256: dict(channels=256, mult=(1, 1, 2, 2, 4, 4), res_blocks=2, attn=(32, 16, 8), head_channels=64,
+              dropout=0.0, scale_shift=True, resblock_updown=True, source="ADM ImageNet-256 (554M)"),
+}
+
+
+class UNetDenoiser(nn.Module):
+    """diffusers UNet2DModel under rinkit's denoiser contract. The noise level enters as the
+    continuous timestep 1000 * gamma (what RIN's time token sees); labels use one extra
+    embedding row as the null class, as RIN's class token does."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_t, gamma, labels=None, prev_latents=None, context=None):
+        out = self.unet(x_t, gamma * 1000.0, class_labels=labels).sample
+        return out, None
+
+
+def adm_unet(image_size: int, channels: int = 3, num_classes: int = 0, width: float = 1.0,
+             depth: int | None = None) -> UNetDenoiser:
+    """An ADM-style U-Net for `image_size` (32/64/128/256; 512 uses the 256 layout with one more
+    level as guided-diffusion does). `width` and `depth` shrink it for smoke tests."""
+    try:
+        from diffusers import UNet2DModel
+    except ImportError:
+        raise RinkitError("the U-Net baselines need diffusers: pip install 'rinkit[benchmarks]'") from None
+    key = image_size if image_size in ADM else None
+    if key is None:
+        if image_size == 512:
+            cfg = dict(ADM[256], mult=(0.5, 1, 1, 2, 2, 4, 4), source="ADM ImageNet-512")
+        else:
+            raise RinkitError(f"no ADM U-Net configuration for {image_size}x{image_size}; "
+                              f"available: {', '.join(map(str, [*ADM, 512]))}")
+    else:
+        cfg = ADM[key]
+    ch = max(8, int(cfg["channels"] * width) // 8 * 8)
+    out_ch = [max(8, int(ch * m) // 8 * 8) for m in cfg["mult"]]
+    res = [image_size >> i for i in range(len(out_ch))]
+    down = ["AttnDownBlock2D" if r in cfg["attn"] else "DownBlock2D" for r in res]
+    up = ["AttnUpBlock2D" if r in cfg["attn"] else "UpBlock2D" for r in reversed(res)]
+    # head width: 64 channels per head (ADM), or one head over the 16x16 level's channels (DDPM)
+    head = cfg["head_channels"] or out_ch[res.index(cfg["attn"][0])]
+    groups = 32 if min(out_ch) % 32 == 0 else 8
+    unet = UNet2DModel(
+        sample_size=image_size, in_channels=channels, out_channels=channels,
+        down_block_types=tuple(down), up_block_types=tuple(up), block_out_channels=tuple(out_ch),
+        layers_per_block=depth or cfg["res_blocks"], dropout=cfg["dropout"], attention_head_dim=head,
+        norm_num_groups=groups, resnet_time_scale_shift="scale_shift" if cfg["scale_shift"] else "default",
+        downsample_type="resnet" if cfg["resblock_updown"] else "conv",
+        upsample_type="resnet" if cfg["resblock_updown"] else "conv",
+        num_class_embeds=num_classes + 1 if num_classes else None, flip_sin_to_cos=True, freq_shift=0)
+    return UNetDenoiser(unet)
+
+
+@dataclass
+class Entry:
+    """One compared model: its name, a builder (device -> module), the rinkit Diffusion that
+    trains it, and the data shape / classes it expects."""
+    name: str
+    kind: str  # "rin" | "unet"
+    build: object
+    diffusion: object
+    shape: tuple
+    num_classes: int
+    note: str = ""
+
+
+def rin_entry(preset: str, overrides: list[str] | None = None) -> Entry:
+    from rinkit.build import build_diffusion, build_model, sample_shape
+    from rinkit.config import load_config
+    cfg = load_config(preset, None, list(overrides or []))
+    return Entry(f"RIN {preset}", "rin", lambda: build_model(cfg), build_diffusion(cfg),
+                 sample_shape(cfg), cfg.model.num_classes, note=" ".join(overrides or []))
+
+
+def unet_entry(image_size: int, channels: int, num_classes: int, diffusion, width: float = 1.0,
+               depth: int | None = None) -> Entry:
+    from rinkit.diffusion import Diffusion
+    # the same objective and schedules as the RIN it is compared with, minus self-conditioning
+    d = Diffusion(diffusion.train_schedule, diffusion.sample_schedule, diffusion.pred, diffusion.b,
+                  0.0, diffusion.cond_dropout, num_classes)
+    cfg = ADM[image_size] if image_size in ADM else {"source": f"ADM {image_size}"}
+    name = f"U-Net ADM-{image_size}" + (f" (width {width:g})" if width != 1.0 or depth else "")
+    return Entry(name, "unet", lambda: adm_unet(image_size, channels, num_classes, width, depth), d,
+                 (channels, image_size, image_size), num_classes, note=cfg["source"])
