@@ -145,3 +145,13 @@ def test_runtime_registered_modality_learns():
         assert last < 0.8 * first
     finally:
         registry.unregister(mod)
+
+
+def test_stem_norm_can_be_turned_off():
+    m = registry.get_modality("image")
+    on = m.make_tokenizer(m.options(image_size=8, patch_size=2, channels=1), 16)
+    off = m.make_tokenizer(m.options(image_size=8, patch_size=2, channels=1, stem_norm=False), 16)
+    assert isinstance(on.norm, torch.nn.LayerNorm) and isinstance(off.norm, torch.nn.Identity)
+    x = torch.randn(2, 1, 8, 8)
+    off.pos.learned.data.zero_()
+    torch.testing.assert_close(off(2 * x), 2 * off(x) - off.patch.bias)  # linear in x without the LN

@@ -38,11 +38,11 @@ class PositionalEmbedding(nn.Module):
 
 class ImageTokenizer(nn.Module):
     def __init__(self, channels: int, image_size: tuple[int, int], patch_size: int, dim: int,
-                 pos_emb: str = "learned"):
+                 pos_emb: str = "learned", stem_norm: bool = True):
         super().__init__()
         self.grid = (image_size[0] // patch_size, image_size[1] // patch_size)
         self.patch = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
-        self.norm = layer_norm(dim)
+        self.norm = layer_norm(dim) if stem_norm else nn.Identity()
         self.pos = PositionalEmbedding(self.grid, dim, pos_emb)
 
     def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
