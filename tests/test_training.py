@@ -173,3 +173,16 @@ def test_sampling_from_checkpoint(tiny_cfg, tmp_path):
     assert res.samples and res.samples[0].exists()
     stats = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["step"] == 2 and {"loss", "lr", "grad_norm", "examples_per_s"} <= set(stats[-1])
+
+
+def test_safetensors_header_length_starting_with_0x80_is_not_mistaken_for_a_pickle(tmp_path, tiny_cfg):
+    """The first byte of a safetensors file is the low byte of its header length: 0x80 is legal."""
+    meta_pad = "x"
+    for _ in range(400):  # grow the metadata until the header length's low byte is 0x80
+        path = save_checkpoint(tmp_path / "step-0000001.safetensors",
+                               Checkpoint(tiny_cfg().to_dict(), 1, {"w": torch.zeros(2)}, extra={"pad": meta_pad}))
+        if path.read_bytes()[:1] == b"\x80":
+            break
+        meta_pad += "x"
+    assert path.read_bytes()[:1] == b"\x80"
+    assert load_checkpoint(path).extra["pad"] == meta_pad

@@ -107,13 +107,15 @@ def _check_file(path: Path) -> None:
         return
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+    n = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    looks_safetensors = 0 < n <= 100_000_000 and head[8:9] == b"{"
+    # The 8-byte header length may itself start with 0x80, so the pickle check comes second.
+    if not looks_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK"):
         raise RinkitError(f"{path} is a pickle / torch.save file; rinkit loads only its own "
                           "safetensors checkpoints and never unpickles")
-    if len(head) < 8:
+    if len(head) < 9:
         raise RinkitError(f"{path} is not a rinkit checkpoint (file too short)")
-    n = int.from_bytes(head[:8], "little")
-    if n <= 0 or n > 100_000_000 or head[8:9] != b"{":
+    if not looks_safetensors:
         raise RinkitError(f"{path} is not a rinkit checkpoint (no safetensors header)")
     if 8 + n > path.stat().st_size:
         raise RinkitError(f"{path} is truncated (header says {n} bytes, file has {path.stat().st_size})")
