@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rinkit.datafiles import labelled_files
 from rinkit.errors import RinkitError
 
 CLASSES = ("note", "chord", "arpeggio", "drums")
@@ -190,33 +191,8 @@ def clips(wave: np.ndarray, n: int) -> list[np.ndarray]:
     return out
 
 
-def _files(root: Path) -> list[tuple[Path, int]]:
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    if classes:
-        return [(f, k) for k, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
-                if f.suffix.lower() in AUDIO_EXTS]
-    return [(f, 0) for f in sorted(root.iterdir()) if f.suffix.lower() in AUDIO_EXTS]
-
-
 def folder(options, data_cfg, split: str = "train") -> Spectrograms:
-    if not data_cfg.path:
-        raise RinkitError("dataset 'folder' needs data.path (a folder of WAV/FLAC files)")
-    root = Path(data_cfg.path)
-    if not root.is_dir():
-        raise RinkitError(f"data.path {root} is not a folder")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        files = _files(root / split)
-    else:
-        files = _files(root)
-        per_class: dict[int, int] = {}
-        keep = []
-        for f, k in files:
-            i = per_class[k] = per_class.get(k, -1) + 1
-            if (i % 10 == 9) == (split == "test"):
-                keep.append((f, k))
-        files = keep
-    if not files:
-        raise RinkitError(f"no {'/'.join(AUDIO_EXTS)} files for the {split} split under {root}")
+    files = labelled_files(data_cfg.path, AUDIO_EXTS, split, "WAV/FLAC files")
     waves, labels = [], []
     for f, k in files:
         for c in clips(read_audio(f, options.sample_rate), options.n_samples):

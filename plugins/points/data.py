@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rinkit.datafiles import labelled_files
 from rinkit.errors import RinkitError
 from rinkit_plugins.points import shapes
 
@@ -117,30 +118,7 @@ def prepare(points: np.ndarray, n: int, normalize: str, seed: int) -> np.ndarray
     return pts[idx].astype(np.float32)
 
 
-def _files(root: Path) -> list[tuple[Path, int]]:
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    if classes:
-        return [(f, k) for k, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
-                if f.suffix.lower() in POINT_EXTS]
-    return [(f, 0) for f in sorted(root.iterdir()) if f.suffix.lower() in POINT_EXTS]
-
-
 def folder(options, data_cfg, split: str = "train") -> TensorClouds:
-    if not data_cfg.path:
-        raise RinkitError("dataset 'folder' needs data.path (a folder of .ply / .npy / .xyz point sets)")
-    root = Path(data_cfg.path)
-    if not root.is_dir():
-        raise RinkitError(f"data.path {root} is not a folder")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        files = _files(root / split)
-    else:
-        seen: dict[int, int] = {}
-        files = []
-        for f, k in _files(root):
-            i = seen[k] = seen.get(k, -1) + 1
-            if (i % 10 == 9) == (split == "test"):
-                files.append((f, k))
-    if not files:
-        raise RinkitError(f"no {'/'.join(POINT_EXTS)} files for the {split} split under {root}")
+    files = labelled_files(data_cfg.path, POINT_EXTS, split, ".ply / .npy / .xyz point sets")
     pts = [prepare(read_points(f), options.num_points, options.normalize, i) for i, (f, _) in enumerate(files)]
     return TensorClouds(torch.from_numpy(np.stack(pts)), torch.tensor([k for _, k in files]))
