@@ -4,7 +4,9 @@
 * RIN: a rinkit preset (configs/*.yaml), built exactly as `rinkit train` builds it.
 * ADM-style U-Nets: diffusers' UNet2DModel configured as guided-diffusion's models (the U-Nets of
   the paper's Fig. 1), wrapped so they are trained by the same `Diffusion.loss` (with
-  self-conditioning rate 0: a U-Net has no latents to carry).
+  self-conditioning rate 0: a U-Net has no latents to carry). ADM[8] is the ADM layout scaled to
+  8x8 digits, matched in parameters to RIN's digits preset, for benchmarks/quality.py (digits-FID
+  of both at equal wall-clock training).
 """
 from __future__ import annotations
 
@@ -18,6 +20,14 @@ from rinkit.errors import RinkitError
 # DDPM CIFAR-10 U-Net (Ho et al. 2020; ADM has no 32x32 model): 128 channels, mult 1-2-2-2,
 # 2 res blocks, one attention head at 16x16, dropout 0.1, plain (not scale-shift) norm, conv resampling.
 ADM = {
+    # Not a published model: the ADM layout (ImageNet-64's flags: 3 res blocks per level,
+    # scale-shift norm, res-block up/down-sampling, 64-channel heads, attention at the lowest
+    # resolutions) scaled down to 8x8x1 digits for benchmarks/quality.py. Channels 32 x (1, 2) give
+    # levels at 8x8 and 4x4, attention at 4x4 (and in the middle block), dropout 0 as in the
+    # digits RIN preset; 1.46M parameters with 10 classes, sized to match RIN's digits model
+    # (1.35M) rather than copying a paper's width.
+    8: dict(channels=32, mult=(1, 2), res_blocks=3, attn=(4,), head_channels=64, dropout=0.0,
+            scale_shift=True, resblock_updown=True, source="ADM layout scaled to 8x8 (digits)"),
     32: dict(channels=128, mult=(1, 2, 2, 2), res_blocks=2, attn=(16,), head_channels=None,
              dropout=0.1, scale_shift=False, resblock_updown=False, source="DDPM CIFAR-10 U-Net (35.7M)"),
     64: dict(channels=192, mult=(1, 2, 3, 4), res_blocks=3, attn=(32, 16, 8), head_channels=64,
@@ -45,8 +55,8 @@ class UNetDenoiser(nn.Module):
 
 def adm_unet(image_size: int, channels: int = 3, num_classes: int = 0, width: float = 1.0,
              depth: int | None = None) -> UNetDenoiser:
-    """An ADM-style U-Net for `image_size` (32/64/128/256; 512 uses the 256 layout with one more
-    level as guided-diffusion does). `width` and `depth` shrink it for smoke tests."""
+    """An ADM-style U-Net for `image_size` (8 (digits)/32/64/128/256; 512 uses the 256 layout with
+    one more level as guided-diffusion does). `width` and `depth` shrink it for smoke tests."""
     try:
         from diffusers import UNet2DModel
     except ImportError:
