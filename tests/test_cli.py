@@ -51,7 +51,7 @@ def test_info_reports_params_and_flops(capsys):
     import json
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["params"] > 1e5 and info["gflops"] > 0 and info["latents"] == 18 and info["interface_tokens"] == 16
+    assert info["params"] > 1e5 and info["gflops"] > 0 and info["latents"] == 10 and info["interface_tokens"] == 16
     assert sum(v for k, v in info["breakdown"].items() if k != "total") == info["params"]
 
 
