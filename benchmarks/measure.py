@@ -138,6 +138,14 @@ def count_flops(fn) -> int:
     return int(Count.total)
 
 
+def loadavg() -> list[float] | None:
+    """1/5/15-minute load averages (None where the OS has none): how busy the machine was."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine() -> dict:
     import platform
     cpu = platform.processor() or ""
@@ -150,10 +158,8 @@ def machine() -> dict:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "host": platform.node()}
-    try:
-        info["loadavg"] = list(os.getloadavg())
-    except OSError:
-        pass
+    if (load := loadavg()) is not None:
+        info["loadavg"] = load
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

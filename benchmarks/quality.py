@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -52,16 +51,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.measure import count_flops, machine, sync
+from benchmarks.measure import count_flops, loadavg, machine, sync
 from benchmarks.models import Entry, unet_entry
 from rinkit.errors import RinkitError
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def models_for(preset: str, overrides: list[str]):
@@ -171,7 +163,7 @@ def run_model(entry: Entry, cfg, device, seed: int, budget: float, points: int, 
               log=print) -> dict:
     from rinkit.sampling import evaluate_metrics
     flops = flops_per_example(entry, cfg.train.batch_size)
-    load_start = _loadavg()
+    load_start = loadavg()
     rate = None if steps else calibrate(entry, cfg, device, seed, calib_steps)
     total = max(points, steps or int(budget * rate))
     run = Training(entry, cfg, device, seed, total)
@@ -207,7 +199,7 @@ def run_model(entry: Entry, cfg, device, seed: int, budget: float, points: int, 
             "self_cond_rate": entry.diffusion.self_cond_rate, "calibrated_steps_per_s": rate,
             "total_steps": total, "batch": batch, "train_seconds": train_s, "eval_seconds": eval_s,
             "nonfinite_steps": run.bad, "gflops_per_example": {k: v / 1e9 for k, v in flops.items()},
-            "loadavg_start": load_start, "loadavg_end": _loadavg(), "points": rows}
+            "loadavg_start": load_start, "loadavg_end": loadavg(), "points": rows}
 
 
 def table(result: dict) -> str:
@@ -304,7 +296,7 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int = 500, p
     s = pairs[0][1].sampler.model_copy(update=sampler_over)
     sampler = f"{s.name.upper()} {s.steps} steps" + (f", {s.ddpm_variance} variance" if s.name == "ddpm" else "") \
         + (f", guidance {s.guidance:g}" if s.guidance else "")
-    start = {"loadavg": _loadavg(), "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+    start = {"loadavg": loadavg(), "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     rows = [run_model(e, cfg, dev, seed, budget, points, eval_samples, calib_steps, sampler_over,
                       eval_batch, steps[i] if steps else None, log) for i, (e, cfg) in enumerate(pairs)]
     try:
@@ -316,7 +308,7 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int = 500, p
     result = {
         "command": command, "date_utc": start["date_utc"], "device": str(dev),
         "torch_threads": torch.get_num_threads(),
-        "machine": {**machine(), "loadavg_start": start["loadavg"], "loadavg_end": _loadavg()},
+        "machine": {**machine(), "loadavg_start": start["loadavg"], "loadavg_end": loadavg()},
         "settings": {"budget_s": budget, "eval_samples": eval_samples, "points": points, "preset": preset,
                      "overrides": overrides or [], "seed": seed, "calib_steps": None if steps else calib_steps,
                      "fixed_steps": steps,
