@@ -14,7 +14,7 @@ Protocol
   prediction target and label dropout (the U-Net with self-conditioning rate 0: it has no latents;
   RIN keeps the preset's 0.9), the digits train split through the image plugin and rinkit's
   deterministic `StepBatchSampler`, the preset's batch size, optimizer (`build_optimizer`), peak LR,
-  warm-up steps and decay (`lr_factor`), gradient clipping and EMA (`EMA`). Per-step seeds are the
+  warm-up steps and decay (`set_lr`), and the trainer's clip + step + EMA update (`apply_update`). Per-step seeds are the
   trainer's (`shard_seed(seed, step, 0)`), so at a given step both models see the same batch,
   the same noise levels, the same noise and the same dropped labels. Both start from
   `torch.manual_seed(seed)`.
@@ -73,8 +73,9 @@ def models_for(preset: str, overrides: list[str]):
 
 
 class Training:
-    """One model trained with the preset's recipe, one step at a time (rinkit's pieces, not the
-    trainer: the trainer owns a run folder, checkpoints and logging this benchmark does not want)."""
+    """One model trained with the preset's recipe, one step at a time. It shares the trainer's
+    update (`set_lr`, `apply_update`) and loss but not its loop, which owns a run folder,
+    checkpoints and logging this benchmark does not want."""
 
     def __init__(self, entry: Entry, cfg, device: torch.device, seed: int, total_steps: int):
         from torch.utils.data import DataLoader
@@ -98,10 +99,9 @@ class Training:
 
     def train_step(self) -> None:
         from rinkit.train.distributed import shard_seed
-        from rinkit.train.optim import lr_factor
+        from rinkit.train.optim import apply_update, set_lr
         t = self.cfg.train
-        for g in self.opt.param_groups:
-            g["lr"] = t.lr * lr_factor(self.step, self.total, t.warmup_steps, t.decay)
+        set_lr(self.opt, t, self.step, self.total)
         self.opt.zero_grad(set_to_none=True)
         torch.manual_seed(shard_seed(self.seed, self.step, 0))  # as the trainer: noise keyed by step
         x, y = next(self.batches)
@@ -115,9 +115,7 @@ class Training:
             self.bad += 1
             self.opt.zero_grad(set_to_none=True)
             return
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or float("inf"))
-        self.opt.step()
-        self.ema.update(self.model)
+        apply_update(self.model, self.opt, self.ema, t.grad_clip)
         self.losses.append(value)
 
 

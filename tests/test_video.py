@@ -27,11 +27,12 @@ def tiny(*over):
     return load_config("video-digits", None, [*TINY, *over])
 
 
-@pytest.mark.parametrize("t,k,size,p,tp,pos", [(16, 5, (64, 64), 4, 2, "learned"), (8, 0, (16, 24), 4, 1, "sincos"),
-                                               (7, 3, (32, 32), 8, 3, "sincos+learned"), (4, 1, (8, 8), 2, 4, "learned")])
-def test_token_and_output_shapes(t, k, size, p, tp, pos):
+@pytest.mark.parametrize("t,k,size,p,tp,pos,concat", [
+    (16, 5, (64, 64), 4, 2, "learned", False), (8, 0, (16, 24), 4, 1, "sincos", False),
+    (7, 3, (32, 32), 8, 3, "sincos+learned", True), (4, 1, (8, 8), 2, 4, "learned", True)])
+def test_token_and_output_shapes(t, k, size, p, tp, pos, concat):
     o = VideoOptions(frames=t, context_frames=k, frame_size=size, channels=3, patch_size=p, time_patch=tp,
-                     pos_emb=pos)
+                     pos_emb=pos, context_concat=concat)
     tok, detok = VideoTokenizer(o, 16), VideoDetokenizer(o, 16)
     x = torch.randn(2, t - k, 3, *size)
     ctx = torch.randn(2, k, 3, *size) if k else None
@@ -67,9 +68,24 @@ def test_condition_splits_and_context_reaches_the_prediction():
     assert condition(x, VideoOptions(frames=8, context_frames=0, frame_size=16)) == (x, None, None)
 
 
+def test_context_concat_gives_each_token_the_last_given_frame_at_its_pixels():
+    o = VideoOptions(frames=6, context_frames=2, frame_size=16, patch_size=4, time_patch=2, context_concat=True)
+    tok = VideoTokenizer(o, 8).eval()
+    x, ctx = torch.randn(1, 4, 1, 16, 16), torch.randn(1, 2, 1, 16, 16)
+    base = tok(x, ctx)
+    ctx2 = ctx.clone()
+    ctx2[:, -1, :, :4, :4] += 1.0  # change the last given frame in the top-left patch only
+    moved = (tok(x, ctx2) - base).abs().sum(-1)[0]
+    # predicted slots 0-1 then context slot 0, each 4 x 4 patches: only patch (0, 0) of every slot changes
+    changed = (moved > 1e-6).reshape(3, 4, 4)
+    assert changed[:, 0, 0].all() and changed.sum() == 3
+
+
 def test_bad_options_are_one_line_errors():
     with pytest.raises(RinkitError, match="context_frames"):
         modality_options(tiny("modality_options.context_frames=8"))
+    with pytest.raises(RinkitError, match="context_concat"):
+        modality_options(tiny("modality_options.context_frames=0", "modality_options.context_concat=true"))
     with pytest.raises(RinkitError, match="divisible"):
         modality_options(tiny("modality_options.patch_size=5"))
     assert get_modality("video").default_preset in list_presets()

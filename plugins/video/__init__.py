@@ -23,6 +23,10 @@ class VideoOptions(BaseModel):
     patch_size: int = Field(4, ge=1)           # spatial patch p
     time_patch: int = Field(2, ge=1)           # temporal patch (the official `seq_stride`)
     pos_emb: Literal["learned", "sincos", "sincos+learned"] = "learned"
+    # Conditioning by concatenation (as MCVD and image-to-video models do): every frame's stem
+    # also sees the last given frame at the same pixels, so a token can copy what was there
+    # without routing it through the latents. Needs context_frames > 0.
+    context_concat: bool = False
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
     digit_size: int | None = Field(None, ge=2)  # moving digits: digit side (None = half the canvas)
@@ -49,6 +53,8 @@ class VideoOptions(BaseModel):
         if self.context_frames >= self.frames:
             raise ValueError(f"context_frames {self.context_frames} leaves no frame to predict "
                              f"of frames {self.frames}")
+        if self.context_concat and self.context_frames == 0:
+            raise ValueError("context_concat needs context_frames > 0 (there is no given frame to concatenate)")
         if any(v % self.patch_size for v in self.size):
             raise ValueError(f"frame_size {self.frame_size} is not divisible by patch_size {self.patch_size}")
         if self.digit_size is not None and self.digit_size > min(self.size):

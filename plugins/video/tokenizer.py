@@ -30,13 +30,17 @@ class VideoTokenizer(nn.Module):
         h, w = opts.size
         self.slots_ctx, self.slots_pred = opts.slots
         self.per_slot = (h // self.p) * (w // self.p)
-        self.stem = nn.Conv3d(opts.channels, dim, (self.tp, self.p, self.p), stride=(self.tp, self.p, self.p))
+        self.concat = opts.context_concat
+        self.stem = nn.Conv3d(opts.channels * (2 if self.concat else 1), dim, (self.tp, self.p, self.p), stride=(self.tp, self.p, self.p))
         self.norm = layer_norm(dim)
         self.pos = PositionalEmbedding((self.slots_ctx + self.slots_pred, h // self.p, w // self.p), dim,
                                        opts.pos_emb)
 
-    def embed(self, v: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, H, W) -> (B, ceil(T/tp)·H'·W', D), time-major."""
+    def embed(self, v: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C, H, W) -> (B, ceil(T/tp)·H'·W', D), time-major. `last` (B, 1, C, H, W), the
+        last given frame, is concatenated to every frame's channels when context_concat is on."""
+        if last is not None:
+            v = torch.cat([v, last.expand_as(v)], dim=2)
         pad = -v.shape[1] % self.tp
         v = v.transpose(1, 2)  # B, C, T, H, W
         if pad:
@@ -46,12 +50,13 @@ class VideoTokenizer(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         pos = self.pos()
         n_ctx = self.slots_ctx * self.per_slot
-        tokens = self.embed(x) + pos[n_ctx:]
+        if n_ctx and context is None:
+            raise ValueError(f"this video model conditions on {self.slots_ctx * self.tp} given "
+                             "frames but no context was passed")
+        last = context[:, -1:] if self.concat else None
+        tokens = self.embed(x, last) + pos[n_ctx:]
         if n_ctx:
-            if context is None:
-                raise ValueError(f"this video model conditions on {self.slots_ctx * self.tp} given "
-                                 "frames but no context was passed")
-            tokens = torch.cat([tokens, self.embed(context) + pos[:n_ctx]], dim=1)
+            tokens = torch.cat([tokens, self.embed(context, last) + pos[:n_ctx]], dim=1)
         return tokens
 
 

@@ -259,6 +259,23 @@ def lr_factor(step: int, total: int, warmup: int, decay: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def set_lr(opt: torch.optim.Optimizer, train_cfg, step: int, total: int) -> None:
+    """Set the LR of the update from `step` to step+1 (peak `train_cfg.lr`, its warm-up and decay)."""
+    lr = train_cfg.lr * lr_factor(step, total, train_cfg.warmup_steps, train_cfg.decay)
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def apply_update(model: nn.Module, opt: torch.optim.Optimizer, ema: "EMA", grad_clip: float | None) -> torch.Tensor:
+    """The update after one global batch's gradients: clip, optimizer step, EMA. Returns the
+    gradient norm before clipping. The trainer and the benchmarks share it, so a benchmark trains
+    exactly as `rinkit train` does."""
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
+    opt.step()
+    ema.update(model)
+    return gnorm
+
+
 class EMA:
     """Exponential moving average of parameters; buffers are copied."""
 

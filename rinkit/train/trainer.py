@@ -32,7 +32,7 @@ from rinkit.sampling import (  # noqa: F401
 from rinkit.train import distributed
 from rinkit.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from rinkit.train.data import StepBatchSampler
-from rinkit.train.optim import EMA, build_optimizer, lr_factor
+from rinkit.train.optim import EMA, apply_update, build_optimizer, set_lr
 
 
 def pick_device(name: str) -> torch.device:
@@ -282,8 +282,7 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
     try:
         with _Stop() as stop:
             while step < end:
-                for g in opt.param_groups:
-                    g["lr"] = t_cfg.lr * lr_factor(step, t_cfg.steps, t_cfg.warmup_steps, t_cfg.decay)
+                set_lr(opt, t_cfg, step, t_cfg.steps)
                 opt.zero_grad(set_to_none=True)
                 loss_sum = torch.zeros((), device=device)
                 for j in range(accum):
@@ -318,9 +317,7 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
                         break
                     continue
                 bad = 0
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip or float("inf"))
-                opt.step()
-                ema.update(model)
+                gnorm = apply_update(model, opt, ema, t_cfg.grad_clip)
                 step += 1
                 losses.append(step_loss)
                 window.append(step_loss)
