@@ -232,3 +232,13 @@ def test_fvd_code_path_with_random_i3d_weights(tmp_path, monkeypatch):
     same = fvd(x, x, size=32)
     other = fvd(x, torch.rand(6, 9, 3, 32, 32) * 0.2, size=32)
     assert abs(same) < 1e-6 and other > 1e-3
+
+
+def test_video_reference_rows_order_the_constructed_predictions():
+    from benchmarks.video_references import references
+    r = references("video-digits", 24, [])
+    true, frozen, other, noise = (r[k] for k in ("the true future", "last given frame frozen",
+                                                 "another clip's future", "Gaussian noise"))
+    assert true["video_class_keep"] == 1.0 and other["video_class_keep"] < 0.5
+    assert true["video_motion_ok"] > frozen["video_motion_ok"] > noise["video_motion_ok"]
+    assert noise["video_digits_fid"] > 3 * true["video_digits_fid"]
