@@ -31,7 +31,8 @@ class VideoTokenizer(nn.Module):
         self.slots_ctx, self.slots_pred = opts.slots
         self.per_slot = (h // self.p) * (w // self.p)
         self.concat = opts.context_concat
-        self.stem = nn.Conv3d(opts.channels * (2 if self.concat else 1), dim, (self.tp, self.p, self.p), stride=(self.tp, self.p, self.p))
+        in_ch = opts.channels * (2 if self.concat else 1)  # + the last given frame's channels
+        self.stem = nn.Conv3d(in_ch, dim, (self.tp, self.p, self.p), stride=(self.tp, self.p, self.p))
         self.norm = layer_norm(dim)
         self.pos = PositionalEmbedding((self.slots_ctx + self.slots_pred, h // self.p, w // self.p), dim,
                                        opts.pos_emb)
