@@ -16,8 +16,8 @@ Protocol
   deterministic `StepBatchSampler`, the preset's batch size, optimizer (`build_optimizer`), peak LR,
   warm-up steps and decay (`set_lr`), and the trainer's clip + step + EMA update
   (`apply_update`). Per-step seeds are the trainer's (`shard_seed(seed, step, 0)`), so at a
-  given step both models see the same batch, the same noise levels, the same noise and the same dropped labels. Both start from
-  `torch.manual_seed(seed)`.
+  given step both models see the same batch, the same noise levels, the same noise and the same
+  dropped labels. Both start from `torch.manual_seed(seed)`.
 * Equal wall-clock: the cosine LR schedule needs a step count, so each model is first timed on
   `--calib-steps` steps of a throwaway copy (after 3 untimed ones) and gets
   total steps = budget x steps/s; every model thus runs a complete schedule in about the same
