@@ -238,7 +238,9 @@ def table(result: dict) -> str:
     return "\n".join(lines + notes)
 
 
-def chart(result: dict, path: Path) -> None:
+def chart(result: dict, path: Path, title: str | None = None, target: float | None = None) -> None:
+    """digits-FID vs training seconds and vs training TFLOPs for every model in `result`
+    (benchmarks.time_to_fid draws its curves here too, with its common `target` as a line)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -249,6 +251,8 @@ def chart(result: dict, path: Path) -> None:
             pts = m["points"]
             ax.plot([p[key] for p in pts], [p["digits_fid"] for p in pts], marker="o", color=f"C{i}",
                     label=f"{m['name']} ({m['params'] / 1e6:.2f}M)")
+        if target is not None:
+            ax.axhline(target, color="grey", ls="--", lw=1, label=f"common target {target:.1f}")
         ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(f"digits-FID ({result['settings']['eval_samples']} samples, lower is better)")
@@ -256,8 +260,8 @@ def chart(result: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     s = result["settings"]
     n = result["torch_threads"]
-    fig.suptitle(f"digits: {s['budget_s']:g} s training budget per model, {n} torch thread{'s' * (n != 1)}, "
-                 f"{result['device']}", fontsize=10)
+    fig.suptitle(title or f"digits: {s['budget_s']:g} s training budget per model, {n} torch "
+                 f"thread{'s' * (n != 1)}, {result['device']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

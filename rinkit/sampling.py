@@ -127,6 +127,14 @@ def evaluate_metrics(model, cfg: Config, n: int, device, seed: int = 1, batch_si
     context = conditioning_examples(cfg, n, labels)
     x = generate(model, cfg, n, labels, seed, device, batch_size=batch_size, context=context,
                  carry_latents=carry_latents, **sampler_overrides)
+    return score_samples(cfg, x, labels, context)
+
+
+def score_samples(cfg: Config, x: torch.Tensor, labels: torch.Tensor | None = None,
+                  context: torch.Tensor | None = None) -> dict[str, float]:
+    """Every metric registered for this modality and dataset on given samples in [-1, 1] (from
+    this model or another library's: benchmarks.time_to_fid scores rin-pytorch's this way)."""
+    specs = metric_specs(cfg)
     out: dict[str, float] = {}
     opts = modality_options(cfg)
     for spec in specs:
