@@ -267,13 +267,15 @@ def chart(result: dict, path: Path, title: str | None = None, target: float | No
     plt.close(fig)
 
 
-def write_outputs(result: dict, out: str | Path) -> list[Path]:
+def write_outputs(result: dict, out: str | Path, table_fn=None, **chart_kw) -> list[Path]:
+    """<out>.json, <out>.md (the command, then `table_fn`'s table: this module's by default) and
+    <out>.png (`chart`); benchmarks.time_to_fid writes its outputs here too."""
     base = Path(out)
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = [Path(f"{base}{ext}") for ext in (".json", ".md", ".png")]
     paths[0].write_text(json.dumps(result, indent=1))
-    paths[1].write_text(f"`{result['command']}`\n\n{table(result)}\n")
-    chart(result, paths[2])
+    paths[1].write_text(f"`{result['command']}`\n\n{(table_fn or table)(result)}\n")
+    chart(result, paths[2], **chart_kw)
     return paths
 
 
@@ -328,37 +330,52 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int = 500, p
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description="RIN vs an ADM-style "
-                                 "U-Net on digits at equal wall-clock: digits-FID vs training compute")
+def common_arguments(ap, out: str, eval_samples: int) -> None:
+    """The options this benchmark shares with benchmarks.time_to_fid."""
     ap.add_argument("--budget", type=float, default=600, help="training seconds per model (default 600)")
-    ap.add_argument("--eval-samples", type=int, default=500, help="samples per digits-FID evaluation (500)")
-    ap.add_argument("--points", type=int, default=6, help="evenly spaced evaluations per model (6)")
+    ap.add_argument("--eval-samples", type=int, default=eval_samples,
+                    help=f"samples per digits-FID evaluation ({eval_samples})")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--out", default="benchmarks/results/quality_digits", help="writes OUT.json, OUT.md, OUT.png")
+    ap.add_argument("--out", default=out, help="writes OUT.json, OUT.md, OUT.png")
     ap.add_argument("--preset", default="digits")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="preset overrides (applied to both models' recipe)")
+                    help="overrides of the preset (the module docstring says which model each reaches)")
     ap.add_argument("--sample-steps", type=int, default=None, help="sampler steps (default: the preset's, 50)")
     ap.add_argument("--calib-steps", type=int, default=20, help="timed steps to estimate steps/s (20)")
     ap.add_argument("--seed", type=int, default=None, help="default: the preset's train.seed")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--eval-batch", type=int, default=500, help="sampling batch size")
-    ap.add_argument("--steps", type=int, nargs=2, default=None, metavar=("RIN", "UNET"),
-                    help="fixed step counts instead of calibrating to --budget (to repeat a run exactly)")
+
+
+def cli(prog: str, description: str, argv: list[str] | None, add_arguments, call, table_fn) -> int:
+    """The command line of both digits benchmarks (this one and benchmarks.time_to_fid): parse,
+    run `call(args, command, log)`, print `table_fn`'s table and the files written."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
+    add_arguments(ap)
     args = ap.parse_args(argv)
-    command = "python -m benchmarks.quality " + shlex.join(argv)
     try:
-        res = run(args.budget, args.out, args.eval_samples, args.points, args.threads, args.preset,
-                  args.overrides, args.sample_steps, args.calib_steps, args.seed, args.device,
-                  args.eval_batch, args.steps, command, log=lambda m: print(m, file=sys.stderr, flush=True))
+        res = call(args, f"python -m {prog} " + shlex.join(argv), lambda m: print(m, file=sys.stderr, flush=True))
     except RinkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(table(res))
+    print(table_fn(res))
     print(f"\nwrote {args.out}.json, {args.out}.md, {args.out}.png")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def add(ap):
+        common_arguments(ap, out="benchmarks/results/quality_digits", eval_samples=500)
+        ap.add_argument("--points", type=int, default=6, help="evenly spaced evaluations per model (6)")
+        ap.add_argument("--steps", type=int, nargs=2, default=None, metavar=("RIN", "UNET"),
+                        help="fixed step counts instead of calibrating to --budget (to repeat a run exactly)")
+
+    def call(a, command, log):
+        return run(a.budget, a.out, a.eval_samples, a.points, a.threads, a.preset, a.overrides, a.sample_steps,
+                   a.calib_steps, a.seed, a.device, a.eval_batch, a.steps, command, log=log)
+    return cli("benchmarks.quality", "RIN vs an ADM-style U-Net on digits at equal wall-clock: digits-FID vs "
+               "training compute", argv, add, call, table)
 
 
 if __name__ == "__main__":

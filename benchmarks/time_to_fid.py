@@ -34,10 +34,6 @@ Protocol
 """
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -115,16 +111,10 @@ def table(result: dict) -> str:
 
 
 def write_outputs(result: dict, out: str | Path) -> list[Path]:
-    from benchmarks.quality import chart
-    base = Path(out)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    paths = [Path(f"{base}{ext}") for ext in (".json", ".md", ".png")]
-    paths[0].write_text(json.dumps(result, indent=1))
-    paths[1].write_text(f"`{result['command']}`\n\n{table(result)}\n")
+    from benchmarks.quality import write_outputs as write
     s = result["settings"]
-    chart(result, paths[2], title=f"digits, unconditional: time to digits-FID, {s['budget_s']:g} s per model, "
-          f"alternating, {result['torch_threads']} torch threads", target=result["summary"]["target"])
-    return paths
+    return write(result, out, table, title=f"digits, unconditional: time to digits-FID, {s['budget_s']:g} s per "
+                 f"model, alternating, {result['torch_threads']} torch threads", target=result["summary"]["target"])
 
 
 def run(budget: float, rounds: int = 10, out: str | Path | None = None, eval_samples: int = 300,
@@ -245,44 +235,26 @@ def run(budget: float, rounds: int = 10, out: str | Path | None = None, eval_sam
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.time_to_fid", description="rinkit vs rin-pytorch "
-                                 "on digits, alternating: wall-clock to the same digits-FID")
-    ap.add_argument("--budget", type=float, default=600, help="training seconds per model (default 600)")
-    ap.add_argument("--rounds", type=int, default=10, help="alternating rounds, one evaluation each (10)")
-    ap.add_argument("--eval-samples", type=int, default=300, help="samples per digits-FID (300)")
-    ap.add_argument("--out", default="benchmarks/results/time_to_fid_digits", help="writes OUT.json/.md/.png")
-    ap.add_argument("--preset", default="digits")
-    ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="overrides of the preset (rinkit's recipe; architecture keys apply to both)")
-    ap.add_argument("--sample-steps", type=int, default=None, help="sampler steps for both (default: the preset's)")
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--rinpt-python", default=None, help="python of the venv with rin-pytorch "
-                    "(default: $RINPT_PYTHON or /tmp/rinpt/bin/python)")
-    ap.add_argument("--rinpt-lr", type=float, default=1e-4, help="rin-pytorch's Adam LR (its default 1e-4)")
-    ap.add_argument("--rinpt-sampler", default="ddim", help="ddim (its default) or ddpm")
-    ap.add_argument("--rinpt-other-sampler", action="store_true", help="also score rin-pytorch's other "
-                    "sampler each round (recorded, not used for time-to-FID)")
-    ap.add_argument("--rinpt-online", action="store_true", help="also score rin-pytorch's weights without "
-                    "its EMA each round (recorded, not used for time-to-FID)")
-    ap.add_argument("--calib-steps", type=int, default=20)
-    ap.add_argument("--eval-batch", type=int, default=500)
-    args = ap.parse_args(argv)
-    command = "python -m benchmarks.time_to_fid " + shlex.join(argv)
-    try:
-        res = run(args.budget, args.rounds, args.out, args.eval_samples, args.preset, args.overrides,
-                  args.sample_steps, args.seed, args.device, args.threads, args.rinpt_python, args.rinpt_lr,
-                  args.rinpt_sampler, args.rinpt_other_sampler, args.rinpt_online,
-                  args.calib_steps, args.eval_batch, command,
-                  log=lambda m: print(m, file=sys.stderr, flush=True))
-    except RinkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(table(res))
-    print(f"\nwrote {args.out}.json, {args.out}.md, {args.out}.png")
-    return 0
+    from benchmarks.quality import cli, common_arguments
+
+    def add(ap):
+        common_arguments(ap, out="benchmarks/results/time_to_fid_digits", eval_samples=300)
+        ap.add_argument("--rounds", type=int, default=10, help="alternating rounds, one evaluation each (10)")
+        ap.add_argument("--rinpt-python", default=None, help="python of the venv with rin-pytorch "
+                        "(default: $RINPT_PYTHON or /tmp/rinpt/bin/python)")
+        ap.add_argument("--rinpt-lr", type=float, default=1e-4, help="rin-pytorch's Adam LR (its default 1e-4)")
+        ap.add_argument("--rinpt-sampler", default="ddim", help="ddim (its default) or ddpm")
+        ap.add_argument("--rinpt-other-sampler", action="store_true", help="also score rin-pytorch's other "
+                        "sampler each round (recorded, not used for time-to-FID)")
+        ap.add_argument("--rinpt-online", action="store_true", help="also score rin-pytorch's weights without "
+                        "its EMA each round (recorded, not used for time-to-FID)")
+
+    def call(a, command, log):
+        return run(a.budget, a.rounds, a.out, a.eval_samples, a.preset, a.overrides, a.sample_steps, a.seed,
+                   a.device, a.threads, a.rinpt_python, a.rinpt_lr, a.rinpt_sampler, a.rinpt_other_sampler,
+                   a.rinpt_online, a.calib_steps, a.eval_batch, command, log=log)
+    return cli("benchmarks.time_to_fid", "rinkit vs rin-pytorch on digits, alternating: wall-clock to the same "
+               "digits-FID", argv, add, call, table)
 
 
 if __name__ == "__main__":

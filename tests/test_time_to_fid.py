@@ -85,3 +85,9 @@ def test_bad_input_is_a_one_line_error(fake_rinpt):
         run(budget=1, preset="fashion-mnist", log=lambda m: None)
     with pytest.raises(RinkitError, match="no python at"):
         run(budget=1, rinpt_python="/nonexistent/python", log=lambda m: None)
+
+
+def test_cli_reports_bad_input(capsys):
+    from benchmarks.time_to_fid import main
+    assert main(["--budget", "0"]) == 2
+    assert "--budget" in capsys.readouterr().err
