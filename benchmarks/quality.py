@@ -118,6 +118,15 @@ class Training:
         apply_update(self.model, self.opt, self.ema, t.grad_clip)
         self.losses.append(value)
 
+    def train_until(self, step: int) -> float:
+        """Train up to `step`; the measured seconds (synchronised on a GPU)."""
+        sync(self.device)
+        t0 = time.perf_counter()
+        while self.step < step:
+            self.train_step()
+        sync(self.device)
+        return time.perf_counter() - t0
+
 
 def calibrate(entry: Entry, cfg, device, seed: int, steps: int, warmup: int = 3) -> float:
     """Training steps per second of this model on this machine now (a throwaway copy)."""
@@ -170,12 +179,7 @@ def run_model(entry: Entry, cfg, device, seed: int, budget: float, points: int, 
     batch = cfg.train.batch_size
     train_s, eval_s, rows, last = 0.0, 0.0, [], 0
     for target in eval_steps(total, points):
-        sync(device)
-        t0 = time.perf_counter()
-        while run.step < target:
-            run.train_step()
-        sync(device)
-        train_s += time.perf_counter() - t0
+        train_s += run.train_until(target)
         t0 = time.perf_counter()
         res = evaluate_metrics(run.ema.model, cfg, eval_samples, device, seed=1, batch_size=eval_batch,
                                **sampler_over)

@@ -145,7 +145,7 @@ class Fit:
             self.examples += len(x)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return {"s": time.perf_counter() - t0, "steps": self.steps, "examples": self.examples, "taken": len(losses),
+        return {"s": time.perf_counter() - t0, "steps": self.steps, "examples": self.examples,
                 "loss": sum(losses) / max(1, len(losses))}
 
     @torch.no_grad()

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.measure import loadavg, machine, sync
+from benchmarks.measure import loadavg, machine
 from rinkit.errors import RinkitError
 
 LADDER = (200.0, 100.0, 50.0, 30.0, 20.0, 15.0)
@@ -52,7 +52,7 @@ def time_to(points: list[dict], target: float) -> float | None:
     return next((p["train_seconds"] for p in points if p["digits_fid"] <= target), None)
 
 
-def summarize(models: list[dict], budget: float) -> dict:
+def summarize(models: list[dict]) -> dict:
     """The common target (the best FID both reach), each model's time to it and the speed-up of
     the first model (rinkit) over the second, and the same for a ladder of fixed targets. Where
     only rinkit reaches a target, the speed-up is at least rin-pytorch's whole training time over
@@ -68,7 +68,7 @@ def summarize(models: list[dict], budget: float) -> dict:
         ladder.append({"target": f, "seconds": [a, b], "speedup": b / a if a and b else None,
                        "at_least": their_total / a if a and b is None else None})
     return {"target": target, "best": best, "seconds": t, "speedup": t[1] / t[0] if t[0] and t[1] else None,
-            "ladder": ladder, "budget_s": budget}
+            "ladder": ladder}
 
 
 def table(result: dict) -> str:
@@ -168,14 +168,16 @@ def run(budget: float, rounds: int = 10, out: str | Path | None = None, eval_sam
                 f"rin-pytorch: {theirs.params / 1e6:.3f}M params")
             rows: list[list[dict]] = [[], []]
             secs = [0.0, 0.0]
+
+            def their_fid(**kw) -> tuple[float, float]:
+                """rin-pytorch's samples now (EMA, its sampler unless `kw` says otherwise), scored by
+                rinkit's metric: (digits-FID, sampling seconds)."""
+                x, took = theirs.sample(eval_samples, Path(tmp) / "samples.npy", seed=1, batch=eval_batch, **kw)
+                return score_samples(cfg, x)["digits_fid"], took
+
             for k in range(1, rounds + 1):
-                target = round(total * k / rounds)
-                sync(dev)
-                t0, first = time.perf_counter(), len(ours.losses)
-                while ours.step < target:
-                    ours.train_step()
-                sync(dev)
-                dt = time.perf_counter() - t0
+                first = len(ours.losses)
+                dt = ours.train_until(round(total * k / rounds))
                 secs[0] += dt
                 r = theirs.train_for(dt)  # the same wall-clock, right after ours
                 secs[1] += r["s"]
@@ -183,27 +185,22 @@ def run(budget: float, rounds: int = 10, out: str | Path | None = None, eval_sam
                 res = evaluate_metrics(ours.ema.model, cfg, eval_samples, dev, seed=1, batch_size=eval_batch,
                                        steps=steps)
                 e0 = time.perf_counter() - t0
-                x, e1 = theirs.sample(eval_samples, Path(tmp) / "samples.npy", seed=1, batch=eval_batch)
-                res1 = score_samples(cfg, x)
+                fid1, e1 = their_fid()
                 other = {}
                 if rinpt_other_sampler:  # its other sampler on the same model, for the record only
-                    x2, _ = theirs.sample(eval_samples, Path(tmp) / "samples.npy", seed=1, batch=eval_batch,
-                                          use_ddim=rinpt_sampler != "ddim")
-                    other = {"digits_fid_other_sampler": score_samples(cfg, x2)["digits_fid"]}
+                    other["digits_fid_other_sampler"] = their_fid(use_ddim=rinpt_sampler != "ddim")[0]
                 if rinpt_online:  # its trained weights without the EMA (its EMA warms up over ~3k steps)
-                    x3, _ = theirs.sample(eval_samples, Path(tmp) / "samples.npy", seed=1, batch=eval_batch,
-                                          online=True)
-                    other["digits_fid_online"] = score_samples(cfg, x3)["digits_fid"]
+                    other["digits_fid_online"] = their_fid(online=True)[0]
                 window = ours.losses[first:] or [float("nan")]
                 rows[0].append({"step": ours.step, "train_seconds": secs[0], "examples": ours.step * batch,
                                 "train_tflops": ours.step * batch * flops["train"] / 1e12,
                                 "loss": float(np.mean(window)), "digits_fid": res["digits_fid"], "eval_seconds": e0})
                 rows[1].append({"step": r["steps"], "train_seconds": secs[1], "examples": r["examples"],
                                 "train_tflops": r["examples"] * their_flops["train"] / 1e12, "loss": r["loss"],
-                                "digits_fid": res1["digits_fid"], "eval_seconds": e1, **other})
+                                "digits_fid": fid1, "eval_seconds": e1, **other})
                 log(f"round {k}/{rounds}: rinkit step {ours.step} {secs[0]:.0f} s FID {res['digits_fid']:.2f} | "
-                    f"rin-pytorch step {r['steps']} {secs[1]:.0f} s FID {res1['digits_fid']:.2f}"
-                    + "".join(f", {k[11:]} {v:.2f}" for k, v in other.items()))
+                    f"rin-pytorch step {r['steps']} {secs[1]:.0f} s FID {fid1:.2f}"
+                    + "".join(f", {key.removeprefix('digits_fid_')} {v:.2f}" for key, v in other.items()))
         finally:
             theirs.close()
 
@@ -227,7 +224,7 @@ def run(budget: float, rounds: int = 10, out: str | Path | None = None, eval_sam
                      "overrides": ["model.num_classes=0", *(overrides or [])], "seed": seed, "batch": batch,
                      "sample_steps": steps, "samplers": samplers, "calib_steps": calib_steps,
                      "order": "alternating rounds: rinkit trains, then rin-pytorch for the same seconds"},
-        "models": models, "summary": summarize(models, budget),
+        "models": models, "summary": summarize(models),
     }
     if out:
         write_outputs(result, out)

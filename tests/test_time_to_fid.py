@@ -30,7 +30,7 @@ def _pts(fids, step=10.0):
 def test_time_to_target_and_speedup():
     ours, theirs = _pts([100, 40, 20]), _pts([150, 90, 60])
     assert time_to(ours, 40) == 20 and time_to(ours, 39.9) == 30 and time_to(theirs, 50) is None
-    s = summarize([{"points": ours}, {"points": theirs}], budget=30)
+    s = summarize([{"points": ours}, {"points": theirs}])
     # the best FID both reach is theirs, 60: ours first gets there at 20 s, theirs at 30 s
     assert s["target"] == 60 and s["seconds"] == [20, 30] and s["speedup"] == pytest.approx(1.5)
     rows = {r["target"]: r for r in s["ladder"]}
