@@ -212,22 +212,43 @@ def cmd_bench(args) -> int:
     return run_args(args, "rinkit " + " ".join(sys.argv[1:]))
 
 
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their longest cell (the last one, a description, is not padded)."""
+    rows = [header, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    return ["  " + "  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]).rstrip() for r in rows]
+
+
 def cmd_plugins(args) -> int:
+    import yaml
+
     from rinkit import registry
-    from rinkit.config import list_presets
-    print("plugins:")
-    for name, origin in registry.plugin_names():
-        print(f"  {name:<12} {origin}")
-    print("modalities:")
-    for name, m in sorted(registry.modalities().items()):
-        print(f"  {name:<12} {m.description} (default preset: {m.default_preset})")
-    print("datasets:")
-    for (mod, name), d in sorted(registry.datasets().items()):
-        print(f"  {mod}/{name:<12} {d.description}")
-    print("metrics:")
-    for (mod, name), m in sorted(registry.metrics().items()):
-        print(f"  {mod}/{name:<12} {m.description}")
-    print("presets:", ", ".join(list_presets()))
+    from rinkit.config import core_presets, presets
+    cat = registry.catalog(warn=False)  # the failures are listed below instead
+    own = lambda kind, key: (lambda o: f"{o.plugin} ({o.where})" if o.plugin else str(o))(  # noqa: E731
+        registry.owner(kind, key))
+    lines = ["plugins:", *_table(("NAME", "DISTRIBUTION", "STATUS"), [
+        (s.owner.plugin, s.owner.where, s.status.split(":")[0]) for s in registry.plugin_status()])]
+    lines += ["modalities:", *_table(("NAME", "OWNER", "DEFAULT PRESET", "DESCRIPTION"), [
+        (n, own("modality", n), m.default_preset or "-", m.description) for n, m in sorted(cat.modalities.items())])]
+    lines += ["datasets:", *_table(("MODALITY/NAME", "OWNER", "CLASSES", "DESCRIPTION"), [
+        (f"{mod}/{n}", own("dataset", (mod, n)), str(d.num_classes or "-"), d.description)
+        for (mod, n), d in sorted(cat.datasets.items())])]
+    lines += ["metrics:", *_table(("MODALITY/NAME", "OWNER", "DESCRIPTION"), [
+        (f"{mod}/{n}", own("metric", (mod, n)), m.description) for (mod, n), m in sorted(cat.metrics.items())])]
+
+    def modality_of(path) -> str:
+        try:
+            return str((yaml.safe_load(path.read_text()) or {}).get("modality", "image"))
+        except (OSError, yaml.YAMLError, AttributeError):
+            return "?"
+    core = core_presets()
+    lines += ["presets:", *_table(("NAME", "OWNER", "MODALITY", "FILE"), [
+        (n, own("preset", n), modality_of(p), p.name if n in core else str(p)) for n, p in sorted(presets().items())])]
+    errors = registry.failures()
+    if errors:
+        lines += ["errors:", *(f"  {e}" for e in errors)]
+    print("\n".join(lines))
     return 0
 
 
