@@ -211,8 +211,9 @@ class _Checker:
                 raise self.fail("condition", f"expected a loss_mask that broadcasts to {tuple(x.shape)}, "
                                              f"got {tuple(mask.shape)}")
         if tuple(x.shape[1:]) != shape:
-            raise self.fail("sample_shape", f"expected {tuple(x.shape[1:])} (the shape of {hook.split(' ', 1)[1]}'s "
-                                             f"{'targets' if context is not None else 'items'}), got {shape}")
+            what = "the targets `condition` makes of" if context is not None else "the items of"
+            raise self.fail("sample_shape", f"expected {tuple(x.shape[1:])}, the shape of {what} dataset "
+                                             f"{hook.split(' ', 1)[1]}, got {shape}")
         return x, context
 
     @torch.enable_grad()
@@ -283,12 +284,8 @@ class _Checker:
             for key, v in res.items():
                 if not isinstance(key, str):
                     raise self.fail("result", f"expected str keys, got {key!r}", who, hook)
-                try:
-                    float(v)
-                except (TypeError, ValueError):
-                    raise self.fail("result", f"expected a float for {key!r}, got {type(v).__name__}",
-                                    who, hook) from None
-                if isinstance(v, bool) or (torch.is_tensor(v) and v.numel() != 1):
+                # plain numbers only: results go to metrics.json, stats.jsonl and TensorBoard as they are
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise self.fail("result", f"expected a float for {key!r}, got {type(v).__name__}", who, hook)
                 if key in seen:
                     other, other_who = seen[key]

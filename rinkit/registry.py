@@ -224,7 +224,7 @@ def _hook_problem(pm: pluggy.PluginManager, plugin: object) -> str | None:
     """A misspelled hook (pluggy's check_pending, per plugin) or a `rinkit_*` function that lacks
     `@hookimpl` (pluggy would skip it silently)."""
     for caller in pm.get_hookcallers(plugin) or []:
-        if not caller.has_spec() and any(i.plugin is plugin and not i.optionalhook for i in caller.get_hookimpls()):
+        if not caller.name.startswith("_") and not caller.has_spec() and any(i.plugin is plugin and not i.optionalhook for i in caller.get_hookimpls()):
             close = difflib.get_close_matches(caller.name, HOOKS, n=1)
             hint = f"; did you mean {close[0]}?" if close else f" (hooks: {', '.join(HOOKS)})"
             return f"unknown hook {caller.name}{hint}"
@@ -344,7 +344,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 def _check_item(hook: str, item: Any) -> str | None:
     """Type-check one item a hook returned; a message naming the field, or None."""
     def bad(what, expected, got):
-        shown = type(got).__name__ if not isinstance(got, (str, int, type(None))) else repr(got)
+        shown = (got.__name__ if isinstance(got, type) else repr(got) if isinstance(got, (str, int, type(None)))
+                 else type(got).__name__)
         return f"{hook} returned {type(item).__name__} {getattr(item, 'name', '?')!r} with {what}={shown}, expected {expected}"
     if isinstance(item, Modality):
         if not isinstance(item.name, str) or not _NAME.fullmatch(item.name):

@@ -16,6 +16,7 @@ from torch import nn
 
 from rinkit.registry import DatasetSpec, MetricSpec, Modality, hookimpl, package_presets
 
+NAME = "timeseries"  # the modality's name in configs (`modality: timeseries`)
 CLASSES = 3  # base frequencies 1, 2 and 4 cycles per window
 
 
@@ -31,6 +32,10 @@ class Options(BaseModel):
         if self.length % self.patch:
             raise ValueError(f"length {self.length} is not divisible by patch {self.patch}")
         return self
+
+
+def sample_shape(o: Options) -> tuple[int, ...]:
+    return (o.channels, o.length)
 
 
 class Tokenizer(nn.Module):
@@ -137,21 +142,22 @@ class SpectrumMetric:
 
 @hookimpl
 def rinkit_modalities():
-    return [Modality("timeseries", "multichannel time series (B, C, L): patches of time steps; .npy + plot",
-                     Options, Tokenizer, Detokenizer, sample_shape=lambda o: (o.channels, o.length),
-                     write_samples=write, default_preset="timeseries", invertible=True)]
+    return [Modality(NAME, "multichannel time series (B, C, L): patches of time steps; .npy + plot",
+                     options=Options, make_tokenizer=Tokenizer, make_detokenizer=Detokenizer,
+                     sample_shape=sample_shape, write_samples=write, default_preset="timeseries",
+                     invertible=True)]  # the contract check then proves the detokenizer undoes the tokenizer
 
 
 @hookimpl
 def rinkit_datasets():
-    return [DatasetSpec("timeseries", "waves", "harmonic waves, 3 classes (built in, deterministic)",
-                        lambda o, data_cfg, split="train": Waves(o, split), num_classes=CLASSES)]
+    return [DatasetSpec(NAME, "waves", "harmonic waves, 3 classes (built in, deterministic)",
+                        build=lambda o, data_cfg, split="train": Waves(o, split), num_classes=CLASSES)]
 
 
 @hookimpl
 def rinkit_metrics():
-    return [MetricSpec("timeseries", "spectrum", "power-spectrum and channel-correlation gaps vs held-out waves",
-                       lambda o, data_cfg: SpectrumMetric(o, data_cfg), tags=("waves",))]
+    return [MetricSpec(NAME, "spectrum", "power-spectrum and channel-correlation gaps vs held-out waves",
+                       build=lambda o, data_cfg: SpectrumMetric(o, data_cfg), tags=("waves",))]
 
 
 @hookimpl
