@@ -482,8 +482,8 @@ def catalog(warn: bool = True) -> Catalog:
         if name not in st.warned:
             st.warned.add(name)
             if warn:
-                print(f"rinkit: warning: {st.owners.get(name, Owner(name))} failed: {msg}; it is skipped "
-                      f"({ENV_DISABLE}={name.split(' ')[0]} silences this)", file=sys.stderr)
+                print(f"rinkit: warning: {st.owners.get(name, Owner(name))} failed: {msg} (skipped; "
+                      f"{ENV_DISABLE}={name.split(' ')[0]} silences this)", file=sys.stderr)
     return st.catalog
 
 

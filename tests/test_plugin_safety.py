@@ -318,6 +318,7 @@ def test_contract_mistake_stops_before_the_first_step(site, capsys, tmp_path, pa
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "stats.jsonl").exists()
     code, _, err = run(["check", "--modality", "timeseries"], capsys)
     assert code == 2 and message in error_line(err)
+    builtin_commands_work(capsys)
 
 
 def test_metric_keys_returned_by_two_plugins_are_an_error_naming_both(site, capsys):
