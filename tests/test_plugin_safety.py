@@ -140,7 +140,7 @@ def test_plugin_preset_cannot_replace_a_builtin_preset(site, capsys):
     ("import scipy_is_not_a_module_here\n",
      "import rinkit_timeseries: ModuleNotFoundError: No module named 'scipy_is_not_a_module_here'"),
     ("raise RuntimeError('this plugin needs CUDA')\n", "import rinkit_timeseries: RuntimeError: this plugin needs CUDA"),
-])
+], ids=["missing-dependency", "raises-at-import"])
 def test_plugin_that_fails_to_import(site, capsys, prepend, message):
     site(prepend=prepend)
     code, out, err = run(["plugins"], capsys)
@@ -205,7 +205,8 @@ def test_plugin_that_fails_to_import(site, capsys, prepend, message):
      def rinkit_metrics():
          return [MetricSpec("image", "digits_fid", "my FID", lambda o, d: SpectrumMetric(o))]
      """, "metric 'image/digits_fid' is already registered by plugin 'image' (rinkit 0.1.0)"),
-])
+], ids=["hook-raises", "missing-field", "not-a-list", "wrong-item-type", "options-not-pydantic", "misspelled-hook",
+        "hookimpl-forgotten", "preset-missing", "modality-clash", "dataset-clash", "metric-clash"])
 def test_broken_plugin_is_named_and_skipped(site, capsys, patch, message):
     site(patch=patch)
     code, out, err = run(["plugins"], capsys)
@@ -306,7 +307,8 @@ def test_runtime_registration_refuses_a_misspelled_hook():
              x, y = super().__getitem__(i)
              return 3 * x, y
      """, "rinkit_datasets 'timeseries/waves' items: expected values in [-1, 1], got"),
-])
+], ids=["detokenizer-broadcasts", "detokenizer-not-inverse", "tokens-BDN", "sample-shape", "writer-returns-none",
+        "metric-returns-str", "data-out-of-range"])
 def test_contract_mistake_stops_before_the_first_step(site, capsys, tmp_path, patch, message):
     site(patch=patch)
     run_dir = tmp_path / "run"
