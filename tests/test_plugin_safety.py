@@ -216,6 +216,9 @@ def test_broken_plugin_is_named_and_skipped(site, capsys, patch, message):
     assert row.split()[-1] == "failed"
     code, _, err = run(["train", "--modality", "timeseries", "--dry-run"], capsys)
     assert code == 2 and f"{TS_OWNER} failed: {message}" in error_line(err)
+    from rinkit.testing import assert_plugin_loads  # what the plugin's own test suite would see
+    with pytest.raises(AssertionError, match=re.escape(f"{TS_OWNER} failed: {message}")):
+        assert_plugin_loads("timeseries")
     # every other command works; the failure is one warning line on stderr, once
     code, out, err = run(["train", "--dry-run"], capsys)
     assert code == 0 and err.count("rinkit: warning:") <= 1
