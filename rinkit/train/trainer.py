@@ -238,10 +238,12 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
     if cfg.model.num_classes and n_data > cfg.model.num_classes:
         raise RinkitError(f"model.num_classes={cfg.model.num_classes} but the data at {cfg.data.path} "
                           f"has {n_data} classes")
-    # The plugin's contract on a few examples: its mistakes stop here, in one line, not after the last step.
-    check_contract(cfg, dataset, device, metrics=bool(t_cfg.metric_every or (
-        t_cfg.eval_samples if eval_samples is None else eval_samples)))
     end = t_cfg.steps if max_steps is None else min(t_cfg.steps, max_steps)
+    # The plugin's contract on a few examples, the metrics if this run will compute any: a
+    # mistake stops here, in one line, not after the last step.
+    proxy = t_cfg.metric_every and end // t_cfg.metric_every > step // t_cfg.metric_every
+    check_contract(cfg, dataset, device, metrics=bool(proxy or (
+        t_cfg.eval_samples if eval_samples is None else eval_samples)))
     # Micro-batch j of rank r at step s is shard k = j * world + r of the global batch: the
     # sampler's "step" counts micro-steps, its rank/world split each one across processes.
     sampler = StepBatchSampler(len(dataset), micro, t_cfg.seed, start_step=step * accum, rank=info.rank,
