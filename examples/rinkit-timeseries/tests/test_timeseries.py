@@ -26,7 +26,9 @@ def test_metric_is_near_zero_for_held_out_waves_and_large_for_noise():
     from rinkit_timeseries import Options, SpectrumMetric, Waves
     o = Options()
     real = torch.stack([Waves(o, "train")[i][0] for i in range(256)])
+    labels = torch.tensor([Waves(o, "train")[i][1] for i in range(256)])
     metric = SpectrumMetric(o)
-    same, noise = metric(real), metric(torch.rand_like(real) * 2 - 1)
+    same, noise = metric(real, labels), metric(torch.rand_like(real) * 2 - 1, labels)
     assert same["ts_spectrum_db"] < 1.0 < 5.0 < noise["ts_spectrum_db"]
     assert same["ts_corr_gap"] < 0.05
+    assert same["ts_freq_acc"] == 1.0 and noise["ts_freq_acc"] < 0.2
