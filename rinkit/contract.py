@@ -11,8 +11,8 @@ one-line `ContractError` naming the plugin, the hook and what was expected vs wh
                    `condition`), finite, in [-1, 1]; label an int in [0, num_classes)
     tokenizer      (B, N, interface_dim) tokens, or (tokens, state)
     detokenizer    exactly the input's shape: no broadcasting
-    round trip     modalities declared `invertible`: after a brief fit of a fresh tokenizer /
-                   detokenizer pair, detokenize(tokenize(x)) reconstructs held-out x
+    round trip     modalities declared `invertible`: a fresh tokenizer / detokenizer pair,
+                   briefly fitted on noise, reconstructs other noise: detokenize(tokenize(x)) ~ x
     write_samples  a list of the paths it wrote, all existing
     metrics        dict[str, float], and no key returned by two metrics
 
@@ -36,7 +36,7 @@ from torch import nn
 
 from rinkit.config import Config, modality_options
 from rinkit.errors import RinkitError
-from rinkit.registry import Modality, get_dataset, get_modality, metrics, owner
+from rinkit.registry import Modality, get_dataset, get_modality, owner
 
 BATCH = 4  # examples for the shape, writer and metric checks
 # Round trip: a fresh tokenizer/detokenizer pair is fitted as an autoencoder on uniform noise of
@@ -301,10 +301,12 @@ class _Checker:
 def _own_rng(device: torch.device):
     """The check draws random numbers; the run it precedes must not notice."""
     np_state, py_state = np.random.get_state(), random.getstate()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        yield
-    np.random.set_state(np_state)
-    random.setstate(py_state)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def check_shapes(cfg: Config, batch: int = 2) -> list[Check]:

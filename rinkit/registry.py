@@ -224,7 +224,8 @@ def _hook_problem(pm: pluggy.PluginManager, plugin: object) -> str | None:
     """A misspelled hook (pluggy's check_pending, per plugin) or a `rinkit_*` function that lacks
     `@hookimpl` (pluggy would skip it silently)."""
     for caller in pm.get_hookcallers(plugin) or []:
-        if not caller.name.startswith("_") and not caller.has_spec() and any(i.plugin is plugin and not i.optionalhook for i in caller.get_hookimpls()):
+        mine = [i for i in caller.get_hookimpls() if i.plugin is plugin and not i.optionalhook]
+        if mine and not caller.name.startswith("_") and not caller.has_spec():
             close = difflib.get_close_matches(caller.name, HOOKS, n=1)
             hint = f"; did you mean {close[0]}?" if close else f" (hooks: {', '.join(HOOKS)})"
             return f"unknown hook {caller.name}{hint}"
@@ -283,8 +284,10 @@ def _load(st: _State) -> None:
             problem = _register(st, plugin, ep.name, owner)
             if problem:
                 st.load_failures[ep.name], st.owners[ep.name] = problem, owner
+    providers = importlib.metadata.packages_distributions()  # top-level module -> distributions
     for module in sorted(_names(ENV_PLUGINS)):
-        owner = Owner(module)
+        dist_name = (providers.get(module.split(".")[0]) or [None])[0]
+        owner = Owner(module, dist_name, importlib.metadata.version(dist_name) if dist_name else None)
         if st.pm.has_plugin(module):
             continue
         try:
@@ -346,7 +349,8 @@ def _check_item(hook: str, item: Any) -> str | None:
     def bad(what, expected, got):
         shown = (got.__name__ if isinstance(got, type) else repr(got) if isinstance(got, (str, int, type(None)))
                  else type(got).__name__)
-        return f"{hook} returned {type(item).__name__} {getattr(item, 'name', '?')!r} with {what}={shown}, expected {expected}"
+        return (f"{hook} returned {type(item).__name__} {getattr(item, 'name', '?')!r} with {what}={shown}, "
+                f"expected {expected}")
     if isinstance(item, Modality):
         if not isinstance(item.name, str) or not _NAME.fullmatch(item.name):
             return bad("name", "a name like 'timeseries'", item.name)

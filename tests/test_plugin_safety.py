@@ -139,7 +139,8 @@ def test_plugin_preset_cannot_replace_a_builtin_preset(site, capsys):
 @pytest.mark.parametrize("prepend,message", [
     ("import scipy_is_not_a_module_here\n",
      "import rinkit_timeseries: ModuleNotFoundError: No module named 'scipy_is_not_a_module_here'"),
-    ("raise RuntimeError('this plugin needs CUDA')\n", "import rinkit_timeseries: RuntimeError: this plugin needs CUDA"),
+    ("raise RuntimeError('this plugin needs CUDA')\n",
+     "import rinkit_timeseries: RuntimeError: this plugin needs CUDA"),
 ], ids=["missing-dependency", "raises-at-import"])
 def test_plugin_that_fails_to_import(site, capsys, prepend, message):
     site(prepend=prepend)

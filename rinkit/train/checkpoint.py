@@ -3,8 +3,9 @@
 A file holds the model and EMA weights, the optimizer state (tensors in the file, the rest as
 JSON), the RNG states, the step, the resolved config (JSON in the safetensors metadata) and the
 plugin that owns its modality (distribution and version), so a run resumes exactly, `rinkit
-sample` needs nothing else, and a missing plugin is named ("needs rinkit-foo 1.2 (not installed)"). Writes go to a temporary file in the
-same folder, are fsynced and then renamed: an interrupted save never damages the last good one.
+sample` needs nothing else, and a missing plugin is named ("needs rinkit-foo 1.2 (not installed)").
+Writes go to a temporary file in the same folder, are fsynced and then renamed: an interrupted
+save never damages the last good one.
 Loading refuses pickles (torch.save / .pt / .pkl) before touching them: nothing is executed.
 """
 from __future__ import annotations
