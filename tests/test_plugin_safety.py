@@ -379,3 +379,13 @@ def test_testing_helpers(site):
     with registered(mod, "inline"):
         assert_plugin_loads("inline")
     assert registry.plugin_manager().get_plugin("inline") is None
+
+
+@pytest.mark.parametrize("preset", ["digits", "audio-synth", "points-shapes", "points-voxels", "video-digits"])
+def test_builtin_modalities_pass_their_own_contract(preset):
+    from rinkit.config import load_config
+    from rinkit.contract import check
+    registry.reset()
+    done = {c.name: c.detail for c in check(load_config(preset, None, ["train.metric_every=0"]), metrics=False)}
+    assert "relative error" in done["round trip"]  # every built-in tokenizer is declared invertible
+    assert done["write_samples"]
