@@ -16,7 +16,7 @@ def build_model(cfg: Config) -> Denoiser:
                rw_heads=m.rw_heads, latent_mlp_ratio=m.latent_mlp_ratio,
                interface_mlp_ratio=m.interface_mlp_ratio, dropout=m.dropout, drop_path=m.drop_path,
                num_classes=m.num_classes, self_cond=cfg.diffusion.self_cond_rate > 0,
-               attention=m.attention, time_scale=m.time_scale, rw_dim=m.rw_dim)
+               attention=m.attention, time_scale=m.time_scale, rw_dim=m.rw_dim, init=m.init)
     return Denoiser(modality.make_tokenizer(opts, m.interface_dim), core,
                     modality.make_detokenizer(opts, m.interface_dim))
 

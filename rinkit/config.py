@@ -38,6 +38,8 @@ class ModelConfig(Section):
     num_classes: int = Field(0, ge=0)  # 0 = unconditional
     attention: Literal["sdpa", "xformers", "math"] = "sdpa"
     time_scale: float = Field(1000.0, gt=0)
+    # "official" = the Keras code's initialisers; "glorot" = rinkit's earlier init (docs/method.md)
+    init: Literal["official", "glorot"] = "official"
 
     @model_validator(mode="after")
     def _check(self):
