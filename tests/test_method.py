@@ -98,8 +98,12 @@ def test_read_and_write_normalise_the_query_and_only_the_query(unit):
         assert not torch.allclose(layer(q, 3 * ctx + 2) - q, got, atol=1e-3)
 
 
-def test_time_embedding_is_the_standardised_sinusoid_of_1000_gamma(tiny_cfg):
-    core = build_model(tiny_cfg()).core  # latent width 32 -> 32 / 4 = 8 sinusoid features
+@pytest.mark.parametrize("built", ["from a config", "bare"])
+def test_time_embedding_is_the_standardised_sinusoid_of_1000_gamma(tiny_cfg, built):
+    # latent width 32 -> 32 / 4 = 8 sinusoid features
+    core = (build_model(tiny_cfg()).core if built == "from a config" else
+            RIN(interface_dim=32, latent_dim=32, num_latents=8, blocks=1, layers_per_block=1,
+                latent_heads=2, rw_heads=2, num_classes=10))
     seen = []
     core.time_embed.mlp[0].register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
     gamma = torch.tensor([0.0, 0.003, 0.25, 0.9])
