@@ -20,11 +20,28 @@ BACKENDS = ("sdpa", "xformers", "math")
 
 
 def xformers_available() -> bool:
+    return xformers_import_error() is None
+
+
+def xformers_import_error() -> str | None:
+    """Why `import xformers.ops` fails here (None when it works)."""
     try:
         import xformers.ops  # noqa: F401
-    except Exception:  # ImportError, or a wheel built for another torch
-        return False
-    return True
+    except Exception as e:  # ImportError, or a wheel built for another torch
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    return None
+
+
+def xformers_unavailable(device: torch.device | str) -> str | None:
+    """Why the xformers kernel cannot run on `device` (None when it can): it needs the optional
+    extra and CUDA (it has no CPU kernels)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"runs only on CUDA devices, not {device.type}"
+    if not torch.cuda.is_available():
+        return "needs CUDA, which is not available"
+    err = xformers_import_error()
+    return None if err is None else f"is not importable ({err}; pip install 'rinkit[xformers]')"
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
@@ -33,8 +50,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
     if backend == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     if backend == "xformers":
-        if not q.is_cuda:  # xformers has no CPU kernels; fall back silently to the same maths
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        if not q.is_cuda:  # never a silent swap: the caller asked for this kernel
+            raise RuntimeError(f"xformers attention runs only on CUDA tensors, got {q.device.type}; "
+                               "use the 'sdpa' backend (the same maths)")
         import xformers.ops as xops
         out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                               p=dropout_p)
