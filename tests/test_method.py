@@ -319,3 +319,27 @@ def test_glorot_init_keeps_the_earlier_initialisation():
 @pytest.mark.parametrize("preset", ["cifar10", "imagenet64", "imagenet256", "kinetics600"])
 def test_paper_presets_use_the_official_init(preset):
     assert load_config(preset).model.init == "official"
+
+
+# -- positions -----------------------------------------------------------------------------------
+
+def _official_sincos_2d(h: int, w: int, dim: int, max_coord: float) -> torch.Tensor:
+    """The official 2-D sin_cos code, written from its definition: per axis, coordinates
+    index / (n - 1) * max; angle_i = coord / 10000^(2 (i // 2) / (dim / 2)); sin of the even i,
+    then cos of the odd i; the row code in the first half of the channels, the column in the second."""
+    def axis(n):
+        d = dim // 2
+        rows = []
+        for j in range(n):
+            pos = j / (n - 1) * max_coord
+            ang = [pos / 10000 ** (2 * (i // 2) / d) for i in range(d)]
+            rows.append([math.sin(a) for a in ang[0::2]] + [math.cos(a) for a in ang[1::2]])
+        return torch.tensor(rows, dtype=torch.float64)
+    y, x = axis(h), axis(w)
+    return torch.cat([y[:, None].expand(h, w, -1), x[None].expand(h, w, -1)], -1).reshape(h * w, dim)
+
+
+def test_image_sincos_positions_are_the_official_normalised_code():
+    from rinkit_plugins.image.tokenizer import ImageTokenizer
+    tok = ImageTokenizer(channels=3, image_size=(12, 8), patch_size=2, dim=16, pos_emb="sincos")
+    torch.testing.assert_close(tok.pos(), _official_sincos_2d(6, 4, 16, 1000.0).float(), atol=2e-4, rtol=0)
