@@ -22,7 +22,7 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    """RIN architecture (rin-spec.md section 1). num_latents counts the time and class tokens."""
+    """RIN architecture (docs/method.md §2). num_latents counts the time and class tokens."""
     interface_dim: int = Field(256, gt=0)
     latent_dim: int = Field(512, gt=0)
     num_latents: int = Field(128, gt=2)

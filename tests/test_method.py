@@ -62,6 +62,17 @@ def test_label_dropout_is_drawn_independently_in_each_pass():
     assert 0.22 < (null1 & null2).float().mean() < 0.28  # independent: 1/4, shared masks: 1/2
 
 
+def test_x0_loss_is_on_the_unclipped_prediction():
+    """A deliberate difference (docs/method.md §9): the official x-loss clips the prediction,
+    which zeroes the gradient of anything predicted outside [-b, b]."""
+    w = nn.Parameter(torch.tensor(3.0))
+    d = Diffusion(pred="x0", input_scale=0.5, self_cond_rate=0.0)
+    loss = d.loss(lambda x, g, lab, prev, ctx: (x * 0 + w, None), torch.zeros(64, 1, 2, 2))
+    loss.backward()
+    assert loss.item() == pytest.approx(3.0 ** 2 / 0.5 ** 2)  # measured in data units
+    assert w.grad.item() > 0
+
+
 # -- the RIN core ----------------------------------------------------------------------------------
 
 def _rw_core():

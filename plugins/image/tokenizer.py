@@ -1,4 +1,4 @@
-"""Image tokenizer and detokenizer (rin-spec.md sections 1.1 and 1.4).
+"""Image tokenizer and detokenizer (docs/method.md §2).
 
 Tokenizer: patch embedding (conv with kernel = stride = patch, i.e. a linear patch projection)
 -> flatten to (H/p)(W/p) tokens -> LayerNorm -> + positional embedding (learned by default;

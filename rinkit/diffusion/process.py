@@ -1,4 +1,4 @@
-"""The Gaussian diffusion process RIN is trained with (rin-spec.md sections 2-3).
+"""The Gaussian diffusion process RIN is trained with (docs/method.md §3-4).
 
 Continuous time t ~ U(0, 1); gamma(t) is the signal variance; data in [-1, 1] are scaled by the
 input scale b, so x_0 lies in [-b, b]:   x_t = sqrt(gamma) x_0 + sqrt(1 - gamma) eps.
@@ -100,7 +100,7 @@ class Diffusion:
         pred, _ = model(x_t, gamma, self.drop_labels(labels, generator), prev, context)
         err = (pred.float() - self.target(x0, eps, gamma).float()) ** 2
         if self.pred == "x0":
-            err = err / self.b ** 2  # x-prediction's loss is measured in data units
+            err = err / self.b ** 2  # in data units; unclipped, unlike the official x-loss (docs/method.md §9)
         if loss_mask is None:
             return err.mean()
         mask = loss_mask.to(err.dtype).expand_as(err)

@@ -9,14 +9,15 @@ compute. Each block
     compute K x [Z <- Z + MHA(LN(Z)); Z <- Z + MLP(LN(Z))]       self-attention on latents only
     write   X <- X + MHA(LN(X), Z);  X <- X + MLP(LN(X))        the interface reads the latents back
 
-so cost follows M, not N. Faithful to the official TF code (rin-spec.md section 1):
+so cost follows M, not N. Faithful to the official TF code (docs/method.md §2):
   * only the query side is normalised in read/write (keys/values enter raw);
   * read/write attention runs at width min(D, d) (`rw_dim` overrides); biases; LayerNorm eps 1e-6;
   * dropout and drop-path act only inside the compute layers;
   * `num_latents` counts the time token and (if class-conditional) the class token;
   * the time embedding takes the noise level gamma (signal variance) x 1000, not t;
   * latent self-conditioning adds LN0(Z' + MLP(Z')) of the previous step's latents, with the
-    final LayerNorm's scale and bias initialised to zero, so it starts as the identity.
+    final LayerNorm's scale and bias initialised to zero, so it starts as the identity;
+  * weights start as the Keras code's initialisers (`model.init: official`, docs/method.md §6).
 """
 from __future__ import annotations
 

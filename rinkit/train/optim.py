@@ -1,4 +1,4 @@
-"""Optimizers, the learning-rate schedule and EMA (rin-spec.md section 4).
+"""Optimizers, the learning-rate schedule and EMA (docs/method.md §5).
 
 * LAMB's update rule is timm's (`timm.optim.Lamb`), reimplemented here with multi-tensor
   (`torch._foreach_*`) ops and tested equal to timm's, whose state dicts it loads and writes. Its
