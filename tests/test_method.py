@@ -354,3 +354,18 @@ def test_image_sincos_positions_are_the_official_normalised_code():
     from rinkit_plugins.image.tokenizer import ImageTokenizer
     tok = ImageTokenizer(channels=3, image_size=(12, 8), patch_size=2, dim=16, pos_emb="sincos")
     torch.testing.assert_close(tok.pos(), _official_sincos_2d(6, 4, 16, 1000.0).float(), atol=2e-4, rtol=0)
+
+
+def test_a_run_saved_before_model_init_existed_resumes(tiny_cfg, tmp_path):
+    """`model.init` only shapes the weights before step 0: a checkpoint without the key (or with
+    the other init) resumes instead of being refused as a different run."""
+    from rinkit.train.trainer import train
+    cfg = tiny_cfg("train.steps=3", "train.ckpt_every=2")
+    train(cfg, run_dir=tmp_path, progress=False, max_steps=2)
+    ckpt_path = tmp_path / "checkpoints" / "step-0000002.safetensors"
+    from rinkit.train.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(ckpt_path)
+    del ckpt.config["model"]["init"]  # as written before the key existed
+    save_checkpoint(ckpt_path, ckpt)
+    assert train(cfg, run_dir=tmp_path, progress=False).step == 3
+    assert train(tiny_cfg("train.steps=4", "model.init=glorot"), run_dir=tmp_path, progress=False).step == 4

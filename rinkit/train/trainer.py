@@ -65,8 +65,12 @@ def set_rng_state(st: dict) -> None:
             torch.cuda.set_rng_state(st[f"cuda{i}"], i)
 
 
+_RESUME_FREE = ("init",)  # model keys that only shape the weights before step 0 (a resume loads them)
+
+
 def _same_run(a: dict, b: dict) -> str | None:
     """First differing key outside `train`/`sampler`/`name` (those may change on resume)."""
+    a, b = ({**c, "model": {k: v for k, v in c.get("model", {}).items() if k not in _RESUME_FREE}} for c in (a, b))
     for section in ("modality", "modality_options", "data", "model", "diffusion"):
         if a.get(section) != b.get(section):
             if isinstance(a.get(section), dict) and isinstance(b.get(section), dict):
