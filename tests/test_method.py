@@ -369,3 +369,9 @@ def test_a_run_saved_before_model_init_existed_resumes(tiny_cfg, tmp_path):
     save_checkpoint(ckpt_path, ckpt)
     assert train(cfg, run_dir=tmp_path, progress=False).step == 3
     assert train(tiny_cfg("train.steps=4", "model.init=glorot"), run_dir=tmp_path, progress=False).step == 4
+
+
+@pytest.mark.parametrize("preset", ["digits", "fashion-mnist", "video-digits", "audio-synth", "points-shapes",
+                                    "points-voxels"])
+def test_small_cpu_presets_keep_the_init_they_were_tuned_with(preset):
+    assert load_config(preset).model.init == "glorot"  # docs/method.md §6: measured on digits
