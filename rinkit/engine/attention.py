@@ -49,8 +49,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
     """q: (B, H, Lq, Dh), k/v: (B, H, Lk, Dh) -> (B, H, Lq, Dh)."""
     if backend == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    if backend == "xformers":
-        if not q.is_cuda:  # never a silent swap: the caller asked for this kernel
+    if backend == "xformers":  # never a silent swap: the caller asked for this kernel
+        # (training checks this at setup, rinkit.build.check_backends; here for direct engine use)
+        if (err := xformers_import_error()) is not None:
+            raise RuntimeError(f"attention backend 'xformers' is not importable ({err}); "
+                               "use the 'sdpa' backend (the same maths)")
+        if not q.is_cuda:
             raise RuntimeError(f"xformers attention runs only on CUDA tensors, got {q.device.type}; "
                                "use the 'sdpa' backend (the same maths)")
         import xformers.ops as xops

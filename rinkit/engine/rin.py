@@ -28,7 +28,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from rinkit.engine.attention import BACKENDS, MultiHeadAttention, xformers_import_error
+from rinkit.engine.attention import BACKENDS, MultiHeadAttention
 
 LN_EPS = 1e-6
 INITS = ("official", "glorot")  # RIN.reset_parameters
@@ -165,8 +165,6 @@ class RIN(nn.Module):
             raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         if attention not in BACKENDS:
             raise ValueError(f"unknown attention backend {attention!r}; choose one of {BACKENDS}")
-        if attention == "xformers" and (err := xformers_import_error()) is not None:
-            raise ValueError(f"attention backend 'xformers' is not importable ({err})")
         depths = [layers_per_block] * blocks if isinstance(layers_per_block, int) else list(layers_per_block)
         if len(depths) != blocks:
             raise ValueError(f"layers_per_block lists {len(depths)} depths for {blocks} blocks")
@@ -189,7 +187,7 @@ class RIN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Initialise every parameter as `self.init` says (docs/method.md, "Initialisation").
+        """Initialise every parameter as `self.init` says (docs/method.md §6).
 
         "official", as the official Keras code: Dense layers glorot-uniform with zero bias;
         attention kernels glorot over Keras' 3-D kernel shapes (MultiHeadAttention.reset_parameters);
