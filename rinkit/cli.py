@@ -42,6 +42,7 @@ def cmd_train(args) -> int:
     cfg = _resolve_config(args)
     if args.dry_run:
         print(cfg.to_yaml(), end="")
+        print(f"# {_model_summary(cfg)}")
         return 0
     from rinkit.train.trainer import train
     try:
@@ -186,20 +187,53 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _model_summary(cfg) -> str:
+    """Build the model on the meta device (free at any size) after the data-free contract check."""
+    import torch
+
+    from rinkit.build import build_model
+    from rinkit.contract import check_shapes
+    from rinkit.registry import owner
+    shapes = check_shapes(cfg)
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_model(cfg).parameters())
+    return (f"model: {params:,} parameters; modality {cfg.modality!r} of {owner('modality', cfg.modality)}: "
+            f"contract shapes ok ({shapes[-1].detail}); full check: rinkit check")
+
+
 def cmd_info(args) -> int:
     cfg = _resolve_config(args)
+    from rinkit.contract import check_shapes
     from rinkit.info import model_info
+    from rinkit.registry import owner
+    shapes = check_shapes(cfg)  # a tokenizer that breaks the contract is one line, before FLOP counting
     info = model_info(cfg)
+    info["plugin"] = owner("modality", cfg.modality).as_dict()
+    info["contract"] = {c.name: c.detail for c in shapes}
     if args.json:
         print(json.dumps(info))
         return 0
     print(f"{info['name']} ({info['modality']}), sample shape {tuple(info['sample_shape'])}")
+    print(f"  plugin:           {owner('modality', cfg.modality)}; contract shapes ok "
+          f"({shapes[-1].detail}; full check: rinkit check)")
     print(f"  parameters:       {info['params']:,} ({info['params'] / 1e6:.2f}M)")
     print(f"  GFLOPs / forward: {info['gflops']:.3f} (batch 1; matmuls, convs, attention)")
     print(f"  interface tokens: {info['interface_tokens']}, latents: {info['latents']}")
     for part, n in info["breakdown"].items():
         if part != "total":
             print(f"    {part:<20} {n:>14,}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    cfg = _resolve_config(args)
+    from rinkit.contract import check
+    from rinkit.registry import owner
+    print(f"modality {cfg.modality!r} of {owner('modality', cfg.modality)}, config {cfg.name!r}:")
+    results = check(cfg, device=args.device, writer=not args.no_writer, metrics=not args.no_metrics)
+    print("\n".join(_table(("CHECK", "SECONDS", "RESULT"), [
+        (c.name, f"{c.seconds:.2f}", c.detail) for c in results])))
+    print("contract: ok")
     return 0
 
 
@@ -212,22 +246,43 @@ def cmd_bench(args) -> int:
     return run_args(args, "rinkit " + " ".join(sys.argv[1:]))
 
 
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their longest cell (the last one, a description, is not padded)."""
+    rows = [header, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    return ["  " + "  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]).rstrip() for r in rows]
+
+
 def cmd_plugins(args) -> int:
+    import yaml
+
     from rinkit import registry
-    from rinkit.config import list_presets
-    print("plugins:")
-    for name, origin in registry.plugin_names():
-        print(f"  {name:<12} {origin}")
-    print("modalities:")
-    for name, m in sorted(registry.modalities().items()):
-        print(f"  {name:<12} {m.description} (default preset: {m.default_preset})")
-    print("datasets:")
-    for (mod, name), d in sorted(registry.datasets().items()):
-        print(f"  {mod}/{name:<12} {d.description}")
-    print("metrics:")
-    for (mod, name), m in sorted(registry.metrics().items()):
-        print(f"  {mod}/{name:<12} {m.description}")
-    print("presets:", ", ".join(list_presets()))
+    from rinkit.config import core_presets, presets
+    cat = registry.catalog(warn=False)  # the failures are listed below instead
+    own = lambda kind, key: (lambda o: f"{o.plugin} ({o.where})" if o.plugin else str(o))(  # noqa: E731
+        registry.owner(kind, key))
+    lines = ["plugins:", *_table(("NAME", "DISTRIBUTION", "STATUS"), [
+        (s.owner.plugin, s.owner.where, s.status.split(":")[0]) for s in registry.plugin_status()])]
+    lines += ["modalities:", *_table(("NAME", "OWNER", "DEFAULT PRESET", "DESCRIPTION"), [
+        (n, own("modality", n), m.default_preset or "-", m.description) for n, m in sorted(cat.modalities.items())])]
+    lines += ["datasets:", *_table(("MODALITY/NAME", "OWNER", "CLASSES", "DESCRIPTION"), [
+        (f"{mod}/{n}", own("dataset", (mod, n)), str(d.num_classes or "-"), d.description)
+        for (mod, n), d in sorted(cat.datasets.items())])]
+    lines += ["metrics:", *_table(("MODALITY/NAME", "OWNER", "DESCRIPTION"), [
+        (f"{mod}/{n}", own("metric", (mod, n)), m.description) for (mod, n), m in sorted(cat.metrics.items())])]
+
+    def modality_of(path) -> str:
+        try:
+            return str((yaml.safe_load(path.read_text()) or {}).get("modality", "image"))
+        except (OSError, yaml.YAMLError, AttributeError):
+            return "?"
+    core = core_presets()
+    lines += ["presets:", *_table(("NAME", "OWNER", "MODALITY", "FILE"), [
+        (n, own("preset", n), modality_of(p), p.name if n in core else str(p)) for n, p in sorted(presets().items())])]
+    errors = registry.failures()
+    if errors:
+        lines += ["errors:", *(f"  {e}" for e in errors)]
+    print("\n".join(lines))
     return 0
 
 
@@ -305,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(i)
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_info)
+
+    c = sub.add_parser("check", help="check a modality plugin's contract on a few examples (shapes, "
+                       "round trip, writer, metrics)")
+    _config_args(c)
+    c.add_argument("--device", default="cpu", help="device for the check (default: cpu)")
+    c.add_argument("--no-writer", action="store_true", help="skip write_samples")
+    c.add_argument("--no-metrics", action="store_true", help="skip the metrics")
+    c.set_defaults(func=cmd_check)
 
     b = sub.add_parser("bench", help="benchmark RIN against ADM U-Nets / rin-pytorch (see benchmarks/RESULTS.md)")
     _add_bench_arguments(b)

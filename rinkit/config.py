@@ -1,7 +1,7 @@
 """The whole configuration tree as pydantic models, YAML presets and `--set` overrides.
 
-A run is fully described by one `Config`. Presets live in configs/*.yaml and only list what
-differs from the defaults below; `--set section.key=value` overrides are parsed as YAML scalars
+A run is fully described by one `Config`. Presets live in configs/*.yaml (or ship with a plugin)
+and only list what differs from the defaults below; `--set section.key=value` overrides are parsed as YAML scalars
 and validated by the same models, so a wrong key or value is one line naming it.
 """
 from __future__ import annotations
@@ -155,13 +155,32 @@ class Config(Section):
 
 # -- presets and overrides --------------------------------------------------------------------------
 
-def preset_dirs() -> list[Path]:
+def core_preset_dir() -> Path | None:
+    """rinkit's own presets: the repository's top-level `configs/`, installed as package data of
+    `rinkit.configs` (pyproject.toml), so a wheel has them in rinkit/configs/; an editable
+    install or a source checkout reads the checkout's folder."""
     here = Path(__file__).resolve().parent
-    return [d for d in (here / "configs", here.parent / "configs") if d.is_dir()]
+    if (here / "configs").is_dir():
+        return here / "configs"
+    if (here.parent / "configs").is_dir() and (here.parent / "pyproject.toml").is_file():
+        return here.parent / "configs"
+    return None
+
+
+def core_presets() -> dict[str, Path]:
+    d = core_preset_dir()
+    return {p.stem: p for p in sorted(d.glob("*.yaml"))} if d else {}
+
+
+def presets() -> dict[str, Path]:
+    """Every preset by name: rinkit's and those plugins ship (rinkit_presets); the registry
+    refuses a plugin preset whose name rinkit or another plugin already uses."""
+    from rinkit.registry import plugin_presets
+    return {**plugin_presets(), **core_presets()}
 
 
 def list_presets() -> list[str]:
-    return sorted({p.stem for d in preset_dirs() for p in d.glob("*.yaml")})
+    return sorted(presets())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -179,10 +198,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def preset_dict(name: str) -> dict[str, Any]:
-    for d in preset_dirs():
-        if (d / f"{name}.yaml").is_file():
-            return _read_yaml(d / f"{name}.yaml")
-    raise RinkitError(f"unknown preset {name!r}; available: {', '.join(list_presets()) or 'none'}")
+    found = presets()
+    if name in found:
+        return _read_yaml(found[name])
+    from rinkit.registry import failures
+    note = f" ({'; '.join(failures())})" if failures() else ""
+    raise RinkitError(f"unknown preset {name!r}; available: {', '.join(sorted(found)) or 'none'}{note}")
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

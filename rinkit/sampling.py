@@ -27,7 +27,7 @@ from rinkit.config import Config, modality_options, validate
 from rinkit.diffusion import sample
 from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
-from rinkit.registry import get_dataset, get_modality, metrics
+from rinkit.registry import get_dataset, get_modality, metrics, owner
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -138,11 +138,18 @@ def score_samples(cfg: Config, x: torch.Tensor, labels: torch.Tensor | None = No
     specs = metric_specs(cfg)
     out: dict[str, float] = {}
     opts = modality_options(cfg)
+    by: dict[str, str] = {}
     for spec in specs:
         fn = spec.build(opts, cfg.data)
         # conditional modalities' metrics also see the given data (e.g. video frames), if they take it
         kw = {"context": context} if context is not None and _takes_context(fn) else {}
-        out.update(fn(x, labels, **kw))
+        res = fn(x, labels, **kw)
+        name = f"'{spec.modality}/{spec.name}' ({owner('metric', (spec.modality, spec.name))})"
+        for key in res:
+            if key in by:  # never let one metric's number silently replace another's
+                raise RinkitError(f"metrics {by[key]} and {name} both return the key {key!r}; one must rename it")
+            by[key] = name
+        out.update(res)
     return out
 
 
@@ -175,6 +182,7 @@ def load_for_sampling(path: str | Path, device: str = "auto"):
     from rinkit.train.trainer import pick_device
     ckpt = load_checkpoint(path, weights_only=True)
     cfg = validate(ckpt.config)
+    get_modality(cfg.modality, needs=ckpt.plugin)  # a missing plugin: which package to install
     dev = pick_device(device)
     if cfg.model.attention == "xformers" and (why := xformers_unavailable(dev)):
         # the kernel is an implementation detail of the same maths: say so, sample with SDPA

@@ -90,7 +90,8 @@ def rinkit_modalities():
     return [Modality(
         name="audio", description="log-mel spectrograms (1, mels, frames): freq x time patches, WAV + PNG",
         options=AudioOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
-        sample_shape=lambda o: (1, o.n_mels, o.frames), write_samples=_write, default_preset="audio-synth")]
+        sample_shape=lambda o: (1, o.n_mels, o.frames), write_samples=_write, default_preset="audio-synth",
+        invertible=True)]
 
 
 @hookimpl

@@ -74,7 +74,8 @@ def rinkit_modalities():
     return [Modality(
         name="image", description="images (B, C, H, W): ViT patches, PNG grids",
         options=ImageOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
-        sample_shape=lambda o: (o.channels, *o.size), write_samples=_write, default_preset="digits")]
+        sample_shape=lambda o: (o.channels, *o.size), write_samples=_write, default_preset="digits",
+        invertible=True)]
 
 
 @hookimpl

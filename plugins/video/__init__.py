@@ -118,7 +118,7 @@ def rinkit_modalities():
         options=VideoOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
         sample_shape=lambda o: (o.predicted_frames, o.channels, *o.size), write_samples=_write,
         default_preset="video-digits", condition=condition,
-        context_shape=lambda o: (o.context_frames, o.channels, *o.size))]
+        context_shape=lambda o: (o.context_frames, o.channels, *o.size), invertible=True)]
 
 
 @hookimpl

@@ -1,9 +1,11 @@
 """Checkpoints: one self-describing safetensors file per save, nothing pickled.
 
 A file holds the model and EMA weights, the optimizer state (tensors in the file, the rest as
-JSON), the RNG states, the step and the resolved config (JSON in the safetensors metadata), so
-a run resumes exactly and `rinkit sample` needs nothing else. Writes go to a temporary file in the
-same folder, are fsynced and then renamed: an interrupted save never damages the last good one.
+JSON), the RNG states, the step, the resolved config (JSON in the safetensors metadata) and the
+plugin that owns its modality (distribution and version), so a run resumes exactly, `rinkit
+sample` needs nothing else, and a missing plugin is named ("needs rinkit-foo 1.2 (not installed)").
+Writes go to a temporary file in the same folder, are fsynced and then renamed: an interrupted
+save never damages the last good one.
 Loading refuses pickles (torch.save / .pt / .pkl) before touching them: nothing is executed.
 """
 from __future__ import annotations
@@ -35,6 +37,14 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     rng: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    plugin: dict[str, Any] = field(default_factory=dict)  # {"plugin", "dist", "version"} of the modality's owner
+
+
+def modality_owner(config: dict[str, Any]) -> dict[str, Any]:
+    """The registered owner of the config's modality, as recorded in a checkpoint ({} if unknown)."""
+    from rinkit.registry import catalog
+    o = catalog().owners.get(("modality", config.get("modality")))
+    return o.as_dict() if o is not None else {}
 
 
 def _to_json(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
@@ -77,7 +87,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
             seen.add(v.data_ptr())
             tensors[f"{prefix}/{k}"] = v
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": str(ckpt.step),
-            "config": json.dumps(ckpt.config), "extra": json.dumps(ckpt.extra)}
+            "config": json.dumps(ckpt.config), "extra": json.dumps(ckpt.extra),
+            "plugin": json.dumps(ckpt.plugin or modality_owner(ckpt.config))}
     if ckpt.optimizer is not None:
         meta["optimizer"] = json.dumps(_to_json(ckpt.optimizer, tensors, "optim"))
     rng_json = {}
@@ -150,9 +161,10 @@ def load_checkpoint(path: str | Path, *, weights_only: bool = False, map_locatio
             optimizer = _from_json(json.loads(meta["optimizer"]), tensors)
         rng = {**json.loads(meta.get("rng", "{}")), **sd("rng/")}
         extra = json.loads(meta.get("extra", "{}"))
+        plugin = json.loads(meta.get("plugin", "{}"))  # absent in checkpoints written before it was recorded
     except (KeyError, ValueError) as e:
         raise RinkitError(f"{path}: damaged rinkit checkpoint metadata ({e})") from None
-    return Checkpoint(config, step, sd("model/"), sd("ema/"), optimizer, rng, extra)
+    return Checkpoint(config, step, sd("model/"), sd("ema/"), optimizer, rng, extra, plugin)
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from rinkit.build import build_diffusion, build_model, check_backends
 from rinkit.config import Config, modality_options
+from rinkit.contract import check as check_contract
 from rinkit.errors import RinkitError
 from rinkit.registry import get_dataset, get_modality
 # the sampling helpers live in rinkit.sampling; re-exported here for existing imports
@@ -242,6 +243,11 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
         raise RinkitError(f"model.num_classes={cfg.model.num_classes} but the data at {cfg.data.path} "
                           f"has {n_data} classes")
     end = t_cfg.steps if max_steps is None else min(t_cfg.steps, max_steps)
+    # The plugin's contract on a few examples, the metrics if this run will compute any: a
+    # mistake stops here, in one line, not after the last step.
+    proxy = t_cfg.metric_every and end // t_cfg.metric_every > step // t_cfg.metric_every
+    check_contract(cfg, dataset, device, metrics=bool(proxy or (
+        t_cfg.eval_samples if eval_samples is None else eval_samples)))
     # Micro-batch j of rank r at step s is shard k = j * world + r of the global batch: the
     # sampler's "step" counts micro-steps, its rank/world split each one across processes.
     sampler = StepBatchSampler(len(dataset), micro, t_cfg.seed, start_step=step * accum, rank=info.rank,
