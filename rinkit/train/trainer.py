@@ -446,10 +446,11 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
                             for k, v in res.items():
                                 tb.add_scalar(f"proxy/{k}", v, step)
                     model.train()
+                # a signal during the update is honoured right after it (one process: no need to
+                # wait for the next all-reduce that makes every rank agree)
+                stopped = stopped or (stop.requested is not None and not info.enabled)
                 if stopped:
                     break
-        # a Ctrl-C during the last step still means "stop here" (single process: nothing to agree on)
-        stopped = stopped or (stop.requested is not None and not info.enabled)
     except BaseException:
         # A second Ctrl-C or an error: no save here. The state may be mid-update, and the last
         # checkpoint (or the one next_batch wrote) is the last state after a whole step.
