@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,14 +226,16 @@ def bad(tmp_path_factory):
 
 
 def _bad_train_cases(d):
-    t = ["train", "--quiet", "--run-dir", str(d / "new-run"), "--set", *TINY]
-    pts = ["train", "--quiet", "--preset", "points-shapes", "--run-dir", str(d / "new-run"), "--set",
+    # (one step each, so that a case which is wrongly accepted fails fast)
+    one = ("train.steps=1", "train.eval_samples=0", "train.tensorboard=false")
+    t = ["train", "--quiet", "--run-dir", str(d / "new-run"), "--set", *TINY, *one]
+    pts = ["train", "--quiet", "--preset", "points-shapes", "--run-dir", str(d / "new-run"), "--set", *one,
            "data.dataset=folder", "modality_options.num_points=512"]
     return [
-        (["train", "--set", "modality_options.image_size=0"], ["modality_options.image_size", "greater than 0"]),
+        ([*t, "modality_options.image_size=0"], ["modality_options.image_size", "greater than 0"]),
         (["train", "--config", str(d / "picture.png")], ["picture.png", "not a YAML config"]),
         ([*t, "train.lr=.inf"], ["train.lr", "finite"]),
-        (["train", "--quiet", "--run-dir", str(d / "new-run"), "--data", str(d / "audio")],
+        ([*t, "--data", str(d / "audio")],
          ["does not read data.path", "data.dataset=folder"]),
         ([*t, "train.steps=1", "--run-dir", str(d / "afile")], ["afile", "not a folder"]),
         ([*t, "data.dataset=npz", f"data.path={d / 'strings.npz'}"], ["strings.npz", "must be numbers"]),
@@ -242,7 +245,7 @@ def _bad_train_cases(d):
         ([*t, "data.dataset=tar", f"data.path={d / 'shards'}"], ["shard-0.tar", "truncated", "skip_corrupt"]),
         ([*pts, f"data.path={d / 'points-nan'}"], ["nan.npy", "NaN"]),
         ([*pts, f"data.path={d / 'points-few'}"], ["few.npy", "100 points", "num_points=512"]),
-        (["train", "--quiet", "--preset", "audio-synth", "--run-dir", str(d / "new-run"), "--set",
+        (["train", "--quiet", "--preset", "audio-synth", "--run-dir", str(d / "new-run"), "--set", *one,
           "data.dataset=folder", f"data.path={d / 'audio'}"], ["low.wav", "8000 Hz"]),
     ]
 
@@ -256,6 +259,8 @@ def test_bad_training_inputs_are_one_line_and_write_nothing(bad, capsys):
             assert snapshot(bad) == before, "wrote to disk"  # no run folder, no config.yaml, nothing changed
         except AssertionError as e:
             failed.append(f"{needles[0]}: {str(e).splitlines()[0]}")
+            shutil.rmtree(bad / "new-run", ignore_errors=True)  # a wrongly accepted case trained: start clean
+            before = snapshot(bad)
     assert not failed, failed
 
 

@@ -157,11 +157,11 @@ def test_ctrl_c_finishes_the_step_and_saves_a_second_aborts_without_saving(tiny_
     names = [p.name for p in list_checkpoints(tmp_path)]
     assert names[-1] == "step-0000008.safetensors"  # the whole step, then a checkpoint
     assert load_checkpoint(tmp_path / "checkpoints" / names[-1]).step == 8
-    # resumed; two presses inside step 8 -> 9 (a periodic save at 9 otherwise): abort, nothing saved
-    calls["n"], presses = 0, {1: 2}
+    # resumed (periodic save at 9); two presses inside step 10 -> 11: abort, step 10 is not saved
+    calls["n"], presses = 0, {3: 2}
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run_dir=tmp_path, progress=False)
-    assert [p.name for p in list_checkpoints(tmp_path)][-1] == "step-0000008.safetensors"
+    assert [p.name for p in list_checkpoints(tmp_path)][-1] == "step-0000009.safetensors"
     assert not list((tmp_path / "checkpoints").glob(".*tmp*"))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
