@@ -350,13 +350,15 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
         try:
             return next(batches)
         except Exception as e:
-            relayed = describe(e) if "DataLoader worker process" in str(e) else None
+            saved = ""
             if step > max(last_saved, 0) and main and not info.enabled:
-                path = save()
-                print(f"data error at step {step}: saved {path}; fix the data and run the same command "
-                      "to resume", file=sys.stderr)
-            if relayed is not None:  # the worker's own one-line message, not its traceback
-                raise RinkitError(relayed) from None
+                saved = (f" (steps 1-{step} are saved in {save()}: fix the data and run the same command "
+                         "to resume)")
+            if isinstance(e, RinkitError) or "DataLoader worker process" in str(e):
+                # one line: the worker's own message, not its traceback
+                raise RinkitError(describe(e) + saved) from None
+            if saved:
+                print(f"data loading failed at step {step}{saved}", file=sys.stderr)
             raise
 
     losses: list[float] = []
