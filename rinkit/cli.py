@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rinkit.errors import RinkitError, debug_enabled, describe
 
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")  # as TrainConfig.device (config.py is imported lazily)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,8 +24,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"rinkit: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _number(kind, low=None, strict=False):
-    """argparse type: an int / finite float, >= low (> low when strict)."""
+def _number(kind, low=None):
+    """argparse type: an int / finite float, >= low."""
     def parse(text: str):
         try:
             v = kind(text)
@@ -34,8 +34,8 @@ def _number(kind, low=None, strict=False):
                                              f"got {text!r}") from None
         if not math.isfinite(v):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if low is not None and (v <= low if strict else v < low):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        if low is not None and v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
         return v
     return parse
 
