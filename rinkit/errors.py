@@ -68,5 +68,7 @@ def writing(path: str | Path, what: str):
     try:
         yield
     except OSError as e:
+        if e.filename is not None and not str(e.filename).startswith(str(path)):
+            raise  # about another file (e.g. data read on the way): the boundary names that one
         reason = e.strerror or first_line(str(e)) or type(e).__name__
         raise RinkitError(f"cannot write {what} {e.filename or path}: {reason}") from e
