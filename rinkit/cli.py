@@ -1,12 +1,52 @@
-"""`rinkit` command line: train / sample / eval / info / plugins. Thin: parse, build config, call."""
+"""`rinkit` command line: train / sample / eval / info / plugins. Thin: parse, build config, call.
+
+`main` is the one error boundary: expected failures (rinkit.errors.describe) print one line
+`rinkit: error: ...` and exit 2, anything else is reported as an internal error (exit 1); with
+--debug or RINKIT_DEBUG=1 every failure shows its traceback instead."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
-from rinkit.errors import RinkitError
+from rinkit.errors import RinkitError, debug_enabled, describe
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")  # as TrainConfig.device (config.py is imported lazily)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other rinkit error."""
+
+    def error(self, message: str):
+        self.exit(2, f"rinkit: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _number(kind, low=None):
+    """argparse type: an int / finite float, >= low."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if low is not None and v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return v
+    return parse
+
+
+POSITIVE_INT, FINITE, NON_NEGATIVE = _number(int, 1), _number(float), _number(float, 0)
+
+
+def _device(text: str) -> str:
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -45,12 +85,8 @@ def cmd_train(args) -> int:
         print(f"# {_model_summary(cfg)}")
         return 0
     from rinkit.train.trainer import train
-    try:
-        res = train(cfg, run_dir=args.run_dir, resume=args.resume, fresh=args.fresh,
-                    progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("\ninterrupted: the last checkpoint is safe; run the same command again to resume",
-              file=sys.stderr)
+    res = train(cfg, run_dir=args.run_dir, resume=args.resume, fresh=args.fresh, progress=not args.quiet)
+    if res.stopped == "SIGINT":  # Ctrl-C: the step finished and was saved (the trainer said where)
         return 130
     if res.checkpoint:
         print(f"checkpoint: {res.checkpoint}")
@@ -88,8 +124,9 @@ def cmd_sample(args) -> int:
     import os
 
     import torch
+    from pydantic import ValidationError
 
-    from rinkit.config import modality_options
+    from rinkit.config import describe_validation, modality_options
     from rinkit.registry import get_modality
     from rinkit.sampling import (conditioning_examples, dist_context, draw_labels, generate, load_for_sampling,
                                  sample_to_files)
@@ -105,8 +142,8 @@ def cmd_sample(args) -> int:
             if v is not None}
     try:
         cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_validate({**cfg.sampler.model_dump(), **over})})
-    except Exception as e:
-        raise RinkitError(f"bad sampler option: {str(e).splitlines()[-1].strip()}") from None
+    except ValidationError as e:
+        raise RinkitError(describe_validation(e, "sampler")) from None
     k = cfg.model.num_classes
     if args.guidance and not k:
         raise RinkitError("--guidance needs a class-conditional model")
@@ -301,7 +338,8 @@ def _add_bench_arguments(b) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="rinkit", description="Recurrent Interface Networks for any modality")
+    ap = _Parser(prog="rinkit", description="Recurrent Interface Networks for any modality")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of any failure (or RINKIT_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model (default: class-conditional RIN on the built-in digits)")
@@ -320,14 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt", required=True, help="checkpoint file, or a run folder (newest checkpoint)")
     s.add_argument("--out", help="output path stem (default: <run>/samples-<seed>)")
     s.add_argument("--class", dest="classes", help="class index or comma list (default: every class)")
-    s.add_argument("--per-class", type=int, default=10, help="samples per class in the grid (default 10)")
-    s.add_argument("--guidance", type=float, help="classifier-free guidance w (0 = none)")
-    s.add_argument("--steps", type=int, help="sampling steps")
+    s.add_argument("--per-class", type=POSITIVE_INT, default=10, help="samples per class in the grid (default 10)")
+    s.add_argument("--guidance", type=FINITE, help="classifier-free guidance w (0 = none)")
+    s.add_argument("--steps", type=POSITIVE_INT, help="sampling steps")
     s.add_argument("--sampler", choices=["ddpm", "ddim"])
-    s.add_argument("--eta", type=float, help="DDIM eta")
+    s.add_argument("--eta", type=NON_NEGATIVE, help="DDIM eta")
     s.add_argument("--seed", type=int, default=0)
     # --num-samples first: torchrun's parser rejects the bare --num as an abbreviation of --numa-binding
-    s.add_argument("--num-samples", "--num", dest="num", type=int,
+    s.add_argument("--num-samples", "--num", dest="num", type=POSITIVE_INT,
                    help="draw N samples (images 0..N-1 of --seed); labels uniform or --labels")
     s.add_argument("--npz", help="write the --num samples to this .npz (arr_0 uint8 NHWC, arr_1 labels: "
                    "the ADM evaluator's layout); under torchrun each process writes a shard, then merged")
@@ -336,8 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ddpm-variance", choices=["large", "small"])
     s.add_argument("--carry-latents", action=argparse.BooleanOptionalAction, default=None,
                    help="carry latent self-conditioning between steps (default: if the model uses it)")
-    s.add_argument("--batch-size", type=int, default=256)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=POSITIVE_INT, default=256)
+    s.add_argument("--device", type=_device, default="auto")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
 
@@ -349,8 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--make-ref", metavar="OUT", help="compute the real images' statistics once and save them to OUT.npz")
     e.add_argument("--inception", metavar="PATH", help="Inception weights file (default: $RINKIT_INCEPTION)")
     e.add_argument("--no-pr", action="store_true", help="skip precision / recall")
-    e.add_argument("--batch-size", type=int, default=100)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=POSITIVE_INT, default=100)
+    e.add_argument("--device", type=_device, default="auto")
     e.add_argument("--out", help="also write the results to this JSON file")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -375,20 +413,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="list registered plugins, modalities, datasets, metrics, presets")
     p.set_defaults(func=cmd_plugins)
+    for sp in sub.choices.values():  # `rinkit train --debug` as well as `rinkit --debug train`
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv or ["train"])
-    if args.command is None:
-        args = parser.parse_args(["train", *argv])
+    try:
+        args = parser.parse_args(argv or ["train"])
+        if args.command is None:
+            args = parser.parse_args(["train", *argv])
+    except SystemExit as e:  # --help, or a one-line usage error
+        return e.code if isinstance(e.code, int) else 2
+    if args.debug or debug_enabled():
+        return args.func(args)
     try:
         return args.func(args)
-    except RinkitError as e:
-        print(f"rinkit: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("\nrinkit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the boundary: one line, never a traceback
+        msg = describe(e)
+        if msg is not None:
+            print(f"rinkit: error: {msg}", file=sys.stderr)
+            return 2
+        print(f"rinkit: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(a bug: please report it with the traceback from --debug or RINKIT_DEBUG=1)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,19 +6,21 @@ and validated by the same models, so a wrong key or value is one line naming it.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from rinkit.diffusion.schedules import parse_schedule
 from rinkit.errors import RinkitError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `train.lr=.inf` or `nan` is refused here, not found as a NaN checkpoint later
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -27,7 +29,7 @@ class ModelConfig(Section):
     latent_dim: int = Field(512, gt=0)
     num_latents: int = Field(128, gt=2)
     blocks: int = Field(3, gt=0)
-    layers_per_block: int | list[int] = 2
+    layers_per_block: PositiveInt | list[PositiveInt] = 2
     latent_heads: int = Field(16, gt=0)
     rw_heads: int = Field(8, gt=0)
     rw_dim: int | None = Field(None, gt=0)  # read/write attention width; None = min(D, d) (official)
@@ -190,6 +192,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise RinkitError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except OSError as e:
         raise RinkitError(f"cannot read config {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise RinkitError(f"{path}: not a YAML config (not UTF-8 text)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -225,11 +229,17 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def _describe(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
+_UNION_TAG = re.compile(r"(int|float|str|bool|none|list|tuple|dict|constrained-\w+)(\[.*\])?|.*[\[\]-].*")
+
+
+def describe_validation(err: ValidationError, prefix: str = "", what: str = "") -> str:
+    """A pydantic error as one line: the field, the reason and the value given (never the URL)."""
+    # of a union's per-member errors the deepest is the one that says what is wrong (image_size.1)
+    e = max(err.errors(), key=lambda x: len(x["loc"]))
+    parts = [str(p) for p in e["loc"] if not _UNION_TAG.fullmatch(str(p))]
+    loc = ".".join([*(prefix.split(".") if prefix else []), *parts])
     if e["type"] == "extra_forbidden":
-        return f"unknown config key {loc!r}"
+        return f"unknown config key {loc!r}{what}"
     msg = e["msg"].removeprefix("Value error, ")
     got = e.get("input")
     shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
@@ -240,7 +250,7 @@ def validate(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise RinkitError(_describe(e)) from None
+        raise RinkitError(describe_validation(e)) from None
 
 
 def load_config(preset: str | None = None, path: str | None = None,
@@ -259,11 +269,24 @@ def modality_options(cfg: Config):
     """Validate `modality_options` with the plugin's own model."""
     from rinkit.registry import get_modality
     modality = get_modality(cfg.modality)
+    for key, v in _leaves(cfg.modality_options, "modality_options"):  # plugins' models may allow inf
+        if isinstance(v, float) and not math.isfinite(v):
+            raise RinkitError(f"bad config value {key}: must be a finite number (got {v!r})")
     try:
         return modality.options.model_validate(cfg.modality_options)
     except ValidationError as e:
-        e0 = e.errors()[0]
-        loc = ".".join(["modality_options", *map(str, e0["loc"])])
-        if e0["type"] == "extra_forbidden":
-            raise RinkitError(f"unknown config key {loc!r} for modality {cfg.modality!r}") from None
-        raise RinkitError(f"bad config value {loc}: {e0['msg'].removeprefix('Value error, ')}") from None
+        raise RinkitError(describe_validation(e, "modality_options",
+                                              f" for modality {cfg.modality!r}")) from None
+    except (ArithmeticError, TypeError) as e:  # a plugin validator tripping over a value (e.g. 0)
+        raise RinkitError(f"bad modality_options for {cfg.modality!r}: {type(e).__name__}: {e}") from None
+
+
+def _leaves(node: Any, prefix: str):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{prefix}.{i}")
+    else:
+        yield prefix, node

@@ -92,12 +92,14 @@ class Modality:
 class DatasetSpec:
     """build(options, data_config, split) -> a map-style dataset of (x, label) with x a float
     tensor in [-1, 1] shaped like sample_shape(options) and label an int (0 if unlabelled).
-    split is "train" or "test"."""
+    split is "train" or "test". `reads_path=False` marks a dataset that is generated or built in:
+    a data.path given with it is an error instead of being silently ignored."""
     modality: str
     name: str
     description: str
     build: Callable[..., Any]
     num_classes: int = 0
+    reads_path: bool = True
 
 
 @dataclass

@@ -214,8 +214,12 @@ def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray | None = N
     if labels is not None:
         arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:  # disk full / interrupted: no partial file stays
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from rinkit.registry import DatasetSpec, MetricSpec, Modality, hookimpl
 
 
 class ImageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    image_size: int | tuple[int, int] = 32
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
     channels: int = Field(3, ge=1)
     patch_size: int = Field(2, ge=1)
     pos_emb: Literal["learned", "sincos", "sincos+learned"] = "learned"
@@ -81,7 +81,7 @@ def rinkit_modalities():
 @hookimpl
 def rinkit_datasets():
     return [DatasetSpec("image", "digits", "scikit-learn's 1,797 8x8 handwritten digits, 10 classes",
-                        _digits, num_classes=10),
+                        _digits, num_classes=10, reads_path=False),
             DatasetSpec("image", "folder", "image files under data.path: root/<class>/*.png|jpg (labels by "
                         "sorted folder name) or a flat folder (unconditional); ADM centre crop", _from_disk("folder")),
             DatasetSpec("image", "cifar10", "CIFAR-10's official python batches (cifar-10-batches-py) at data.path",

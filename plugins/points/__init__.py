@@ -120,10 +120,10 @@ def rinkit_modalities():
 @hookimpl
 def rinkit_datasets():
     desc = "built-in procedural shapes: sphere, box, torus, cylinder (random size and pose), 4 classes"
-    return [DatasetSpec("points", "shapes", desc, _shape_clouds, num_classes=4),
+    return [DatasetSpec("points", "shapes", desc, _shape_clouds, num_classes=4, reads_path=False),
             DatasetSpec("points", "folder", ".ply/.npy/.xyz point sets under data.path, class sub-folders as labels",
                         _folder),
-            DatasetSpec("voxels", "shapes", desc + " (solid occupancy)", _shape_voxels, num_classes=4)]
+            DatasetSpec("voxels", "shapes", desc + " (solid occupancy)", _shape_voxels, num_classes=4, reads_path=False)]
 
 
 @hookimpl

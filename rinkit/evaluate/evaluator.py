@@ -4,11 +4,13 @@ the same network (TF Inception 2015-12-05), the same feature layers, k = 3 preci
 against at most 10k reference images, FID/sFID against the reference's stored statistics."""
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from rinkit.errors import RinkitError
+from rinkit.errors import RinkitError, first_line
 from rinkit.evaluate.fid import Stats, fid, load_ref, save_ref, sfid, stats_from_features
 from rinkit.evaluate.inception import InceptionFeatures, extract
 from rinkit.evaluate.inception_score import inception_score
@@ -19,7 +21,8 @@ PR_REF_MAX = 10_000  # the size of ADM's reference image batches
 
 
 def load_images(source: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """An .npz (arr_0 uint8 NHWC, optional arr_1 labels) or a folder of images -> (images, labels)."""
+    """An .npz (arr_0 uint8 NHWC, optional arr_1 labels), an .npy (uint8 NHWC) or a folder of
+    images -> (images, labels). Nothing is unpickled; unreadable files are named in the error."""
     p = Path(source)
     if not p.exists():
         raise RinkitError(f"not found: {p}")
@@ -30,23 +33,30 @@ def load_images(source: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
             raise RinkitError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
         imgs = []
         for f in files:
-            with Image.open(f) as im:
-                a = np.asarray(im.convert("L") if im.mode in ("L", "I;16", "1") else im.convert("RGB"))
+            try:
+                with Image.open(f) as im:
+                    a = np.asarray(im.convert("L") if im.mode in ("L", "I;16", "1") else im.convert("RGB"))
+            except (OSError, ValueError, SyntaxError) as e:  # truncated / not an image
+                raise RinkitError(f"cannot read image {f}: {first_line(str(e)) or type(e).__name__}") from None
             imgs.append(a[..., None] if a.ndim == 2 else a)
         shapes = {a.shape for a in imgs}
         if len(shapes) > 1:
             raise RinkitError(f"images in {p} differ in size or channels: {sorted(shapes)[:2]}; resize them first")
         return np.stack(imgs), None
     try:
-        data = np.load(p)
-    except (OSError, ValueError) as e:
-        raise RinkitError(f"cannot read {p}: {str(e).splitlines()[0]}") from None
-    if "arr_0" not in data.files:
-        raise RinkitError(f"{p}: no arr_0 image array (the ADM sample layout)")
-    x = data["arr_0"]
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # an .npy: the images alone
+            x, labels = data, None
+        else:
+            if "arr_0" not in data.files:
+                raise RinkitError(f"{p}: no arr_0 image array (the ADM sample layout)")
+            x, labels = data["arr_0"], (data["arr_1"] if "arr_1" in data.files else None)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        why = "object arrays are pickles and are not loaded" if "allow_pickle" in str(e) else first_line(str(e))
+        raise RinkitError(f"cannot read {p}: {why or type(e).__name__}") from None
     if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
         raise RinkitError(f"{p}: arr_0 must be uint8 (N, H, W, 1 or 3), got {x.dtype} {x.shape}")
-    return (x if x.ndim == 4 else x[..., None]), (data["arr_1"] if "arr_1" in data.files else None)
+    return (x if x.ndim == 4 else x[..., None]), labels
 
 
 def make_ref(source: str | Path, out: str | Path, net: InceptionFeatures, batch_size: int = 100,

@@ -9,6 +9,8 @@ precision and recall. `--make-ref` also stores their pool features (`pool`) to s
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,17 +68,21 @@ def save_ref(path: str | Path, stats: Stats) -> Path:
 def load_ref(path: str | Path) -> Stats | None:
     """A reference .npz with statistics -> Stats; None if it holds only images (arr_0)."""
     try:
-        data = np.load(path)
-    except (OSError, ValueError) as e:
-        raise RinkitError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-    if "mu" not in data.files:
-        if "arr_0" in data.files:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # an .npy of images
             return None
-        raise RinkitError(f"{path}: neither statistics (mu, sigma) nor images (arr_0) in it")
-    if "sigma" not in data.files:
-        raise RinkitError(f"{path}: has mu but no sigma")
-    get = lambda k: data[k] if k in data.files else None  # noqa: E731
-    mu, sigma = data["mu"], data["sigma"]
+        if "mu" not in data.files:
+            if "arr_0" in data.files:
+                return None
+            raise RinkitError(f"{path}: neither statistics (mu, sigma) nor images (arr_0) in it")
+        if "sigma" not in data.files:
+            raise RinkitError(f"{path}: has mu but no sigma")
+        arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        why = "object arrays are pickles and are not loaded" if "allow_pickle" in str(e) else str(e).splitlines()[0]
+        raise RinkitError(f"cannot read {path}: {why or type(e).__name__}") from None
+    get = arrays.get
+    mu, sigma = arrays["mu"], arrays["sigma"]
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise RinkitError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
     n = get("n")
