@@ -232,16 +232,21 @@ def calibrate_all(pairs, device, seed: int, steps: int, rounds: int = 4, warmup:
         for _ in range(warmup):
             r.train_step()
     per = max(1, steps // rounds)
-    secs, done, loads = [0.0] * len(runs), [0] * len(runs), []
+    secs, cpu, done, loads = [0.0] * len(runs), [0.0] * len(runs), [0] * len(runs), []
     for k in range(rounds):
         order = range(len(runs)) if k % 2 == 0 else reversed(range(len(runs)))
         for i in order:
             loads.append(loadavg())
+            c0 = time.process_time()
             secs[i] += runs[i].train_until(runs[i].step + per)
+            cpu[i] += time.process_time() - c0
             done[i] += per
     rates = [d / s for d, s in zip(done, secs)]
-    return {"rates": rates, "steps": done, "seconds": secs, "threads": torch.get_num_threads(),
-            "loadavg": loads + [loadavg()], "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+    # CPU seconds per step: on a shared machine a single-threaded step's CPU time is close to its
+    # wall time on a quiet core (wall time there is inflated by waiting for the core)
+    return {"rates": rates, "cpu_rates": [d / c for d, c in zip(done, cpu)], "steps": done, "seconds": secs,
+            "cpu_seconds": cpu, "threads": torch.get_num_threads(), "loadavg": loads + [loadavg()],
+            "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
 
 def wait_quiet(limit: float, log=print, poll: float = 30.0, timeout: float = 24 * 3600) -> list[float]:
@@ -545,14 +550,15 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
 def run_calibration(preset: str, overrides: list[str] | None = None, modality: str | None = None,
                     unet_width: float = 1.0, calib_steps: int = 40, rounds: int = 4, threads: int | None = None,
                     seed: int | None = None, device: str = "auto", wait: float | None = None, out=None,
-                    command: str = "", log=print) -> dict:
-    """--calibrate: steps/s of RIN and the baseline, alternating in this process, optionally after
-    waiting for a quiet machine; written to <out>.json for later --rates."""
+                    command: str = "", models: list[str] | None = None, log=print) -> dict:
+    """--calibrate: steps/s of RIN and the baseline (or those in `models`), alternating in this
+    process, optionally after waiting for a quiet machine; written to <out>.json for later --rates."""
     from rinkit.train.trainer import pick_device
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
     _, pairs = models_for(preset, overrides or [], modality, unet_width)
+    pairs = [(e, c) for e, c in pairs if e.kind in (models or ["rin", "unet"])]
     seed = pairs[0][1].train.seed if seed is None else seed
     waited = wait_quiet(wait, log) if wait is not None else None
     cal = calibrate_all(pairs, dev, seed, calib_steps, rounds)
@@ -604,9 +610,10 @@ def cli(prog: str, description: str, argv: list[str] | None, add_arguments, call
 
 
 def calibration_table(res: dict) -> str:
-    lines = ["| model | steps/s | steps timed | seconds |", "|---|---|---|---|"]
-    for name, r, n, s in zip(res["models"], res["rates"], res["steps"], res["seconds"]):
-        lines.append(f"| {name} | {r:.3f} | {n} | {s:.1f} |")
+    lines = ["| model | steps/s (wall) | steps/CPU-s | steps timed | seconds | CPU seconds |", "|---|---|---|---|---|---|"]
+    for name, r, rc, n, s, c in zip(res["models"], res["rates"], res["cpu_rates"], res["steps"], res["seconds"],
+                                    res["cpu_seconds"]):
+        lines.append(f"| {name} | {r:.3f} | {rc:.3f} | {n} | {s:.1f} | {c:.1f} |")
     return "\n".join(lines + ["", f"{res['threads']} torch threads; load average per burst: {res['loadavg']}"])
 
 
@@ -637,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.calibrate:
             return run_calibration(a.preset, a.overrides, a.modality, a.unet_width, a.calib_steps, threads=a.threads,
                                    seed=a.seed, device=a.device, wait=a.wait_quiet, out=a.out, command=command,
-                                   log=log)
+                                   models=a.models, log=log)
         return run(a.budget, a.out, a.eval_samples, a.points, a.threads, a.preset, a.overrides, a.sample_steps,
                    a.calib_steps, a.seed, a.device, a.eval_batch, a.steps, command, rates=a.rates,
                    rates_note=a.rates_note, proxy_samples=a.proxy_samples, models=a.models, modality=a.modality,

@@ -153,3 +153,27 @@ def test_quality_benchmark_real_fid_on_a_fashion_preset(tmp_path, monkeypatch, c
         assert not (tmp_path / "bad.json").exists()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_calibration_alternates_and_records_the_budget_basis(tmp_path, capsys):
+    """--calibrate times both models in one process (alternating bursts) and records wall and
+    CPU rates with the load; a run given --rates converts the budget with them and says so."""
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--calibrate", "--calib-steps", "4", "--threads", "1", "--out", str(tmp_path / "cal")]) == 0
+        cal = json.loads((tmp_path / "cal.json").read_text())
+        assert cal["models"] == ["RIN digits", "U-Net ADM-8"] and cal["steps"] == [4, 4]
+        assert all(r > 0 for r in cal["rates"] + cal["cpu_rates"]) and len(cal["loadavg"]) == 2 * 4 + 1
+        assert "steps/CPU-s" in capsys.readouterr().out
+        # one model, its rate given: steps = budget x rate
+        assert main(["--models", "rin", "--rates", "2.5", "--budget", "2", "--points", "1", "--eval-samples", "20",
+                     "--sample-steps", "2", "--grid-per-class", "0", "--threads", "1",
+                     "--rates-note", "measured quiet", "--out", str(tmp_path / "q")]) == 0
+        res = json.loads((tmp_path / "q.json").read_text())
+        (rin,) = res["models"]
+        assert rin["kind"] == "rin" and rin["total_steps"] == 5
+        basis = res["settings"]["budget_basis"]
+        assert basis["kind"] == "given rates" and basis["rates"][0] == 2.5 and "measured quiet" in basis["text"]
+        assert not (tmp_path / "q_samples.png").exists()
+    finally:
+        torch.set_num_threads(threads)

@@ -74,14 +74,34 @@ def reference(options, data_cfg, split: str = "test", progress: bool = False):
     net = inception()
     path = cache_dir() / f"{_key(options, data_cfg, split, net.source)}.npz"
     if path not in _loaded:
-        if not path.is_file():
-            images, _ = split_images(options, data_cfg, split)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-            make_ref(images, tmp, net, progress=progress, min_samples=PROTOCOL_SAMPLES)
-            os.replace(tmp, path)  # never a half-written cache file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(path):  # one process computes it; concurrent benchmark runs wait and load it
+            if not path.is_file():
+                images, _ = split_images(options, data_cfg, split)
+                tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+                make_ref(images, tmp, net, progress=progress, min_samples=PROTOCOL_SAMPLES)
+                os.replace(tmp, path)  # never a half-written cache file
         _loaded[path] = load_ref(path)
     return _loaded[path]
+
+
+class _lock:
+    """An exclusive advisory lock on <path>.lock (fcntl), held while a reference is computed."""
+
+    def __init__(self, path: Path):
+        self.file = path.with_name(path.name + ".lock")
+
+    def __enter__(self):
+        import fcntl
+        self.fd = open(self.file, "w")
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.fd.close()
+        return False
 
 
 def reference_path(options, data_cfg, split: str = "test") -> Path:
@@ -126,8 +146,13 @@ def reference_rows(options, data_cfg, n: int = PROTOCOL_SAMPLES, seed: int = 0) 
     ref = reference(options, data_cfg)
     net = inception()
     path = cache_dir() / f"{_key(options, data_cfg, 'test', net.source)}.rows-{n}-{seed}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    with _lock(path):
+        if not path.is_file():
+            path.write_text(json.dumps(_rows(options, data_cfg, ref, n, seed), indent=1))
+    return json.loads(path.read_text())
+
+
+def _rows(options, data_cfg, ref, n: int, seed: int) -> dict:
     train, labels = split_images(options, data_cfg, "train")
     if n > len(train):
         raise RinkitError(f"{n} reference samples requested, the train split has {len(train)}")
@@ -139,7 +164,6 @@ def reference_rows(options, data_cfg, n: int = PROTOCOL_SAMPLES, seed: int = 0) 
             "train_vs_test": score(train[rng.permutation(len(train))[:n]], ref, pr=False)["fid"],
             "noise": score(((noise + 1) * 127.5).round().to(torch.uint8).numpy(), ref, pr=False)["fid"],
             "class_means": score(means[np.arange(n) % len(classes)], ref, pr=False)["fid"]}
-    path.write_text(json.dumps(rows, indent=1))
     return rows
 
 
