@@ -571,6 +571,40 @@ def run_calibration(preset: str, overrides: list[str] | None = None, modality: s
     return res
 
 
+def combine(paths: list[str], out: str | Path, command: str = "") -> dict:
+    """Merge runs of the same protocol made in separate processes (e.g. RIN and the U-Net trained
+    side by side with --models, each at 1 thread) into one result: table, plot and the runs'
+    sample grids pasted side by side. Refuses runs whose protocols differ."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    same = ("preset", "eval_samples", "proxy_samples", "sampler", "budget_s", "batch", "seed")
+    for p, path in zip(parts[1:], paths[1:]):
+        diff = [k for k in same if p["settings"].get(k) != parts[0]["settings"].get(k)]
+        if diff or p.get("metric", {}).get("key") != parts[0].get("metric", {}).get("key"):
+            raise RinkitError(f"{path} does not share {paths[0]}'s protocol (differs in {', '.join(diff) or 'metric'})")
+    result = json.loads(json.dumps(parts[0]))
+    result["command"] = command
+    result["models"] = [m for p in parts for m in p["models"]]
+    result["parts"] = [{"command": p["command"], "date_utc": p["date_utc"], "budget_basis": p["settings"]["budget_basis"],
+                        "machine": p["machine"], "models": [m["name"] for m in p["models"]]} for p in parts]
+    texts = list(dict.fromkeys(p["settings"]["budget_basis"].get("text", "") for p in parts))
+    result["settings"]["budget_basis"] = {"kind": "combined", "text": " ".join(texts)}
+    result["settings"]["order"] = "separate processes: " + "; ".join(
+        " then ".join(m["name"] for m in p["models"]) for p in parts)
+    result["machine"]["loadavg_start"] = min((p["machine"]["loadavg_start"] for p in parts), key=lambda v: v or [0])
+    write_outputs(result, out)
+    grids = [Path(f"{Path(p).with_suffix('')}_samples.png") for p in paths]
+    if all(g.is_file() for g in grids):
+        from PIL import Image
+        ims = [Image.open(g).convert("RGB") for g in grids]
+        canvas = Image.new("RGB", (sum(i.width for i in ims) + 16 * (len(ims) - 1), max(i.height for i in ims)), "white")
+        x = 0
+        for im in ims:
+            canvas.paste(im, (x, 0))
+            x += im.width + 16
+        canvas.save(f"{out}_samples.png")
+    return result
+
+
 # -- command line ---------------------------------------------------------------------------------------
 
 def common_arguments(ap, out: str, eval_samples: int | None) -> None:
@@ -639,8 +673,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--calibrate", action="store_true", help="only measure steps/s (alternating) to OUT.json")
         ap.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
                         help="with --calibrate: first wait until the 1-minute load average is <= LOAD")
+        ap.add_argument("--combine", nargs="+", default=None, metavar="RUN.json",
+                        help="merge runs of one protocol made in separate processes into OUT")
 
     def call(a, command, log):
+        if a.combine:
+            return combine(a.combine, a.out, command)
         if a.calibrate:
             return run_calibration(a.preset, a.overrides, a.modality, a.unet_width, a.calib_steps, threads=a.threads,
                                    seed=a.seed, device=a.device, wait=a.wait_quiet, out=a.out, command=command,

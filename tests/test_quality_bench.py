@@ -177,3 +177,28 @@ def test_calibration_alternates_and_records_the_budget_basis(tmp_path, capsys):
         assert not (tmp_path / "q_samples.png").exists()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_runs_of_one_protocol_combine_into_one_result(tmp_path, capsys):
+    """RIN and the U-Net trained in separate processes (--models) merge into one table, plot and
+    side-by-side grid; runs of different protocols are refused."""
+    common = ["--budget", "1", "--points", "1", "--eval-samples", "20", "--sample-steps", "2", "--threads", "1",
+              "--grid-per-class", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert main([*common, "--models", "rin", "--steps", "3", "--out", str(tmp_path / "a")]) == 0
+        assert main([*common, "--models", "unet", "--steps", "2", "--out", str(tmp_path / "b")]) == 0
+        assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "ab")]) == 0
+        res = json.loads((tmp_path / "ab.json").read_text())
+        assert [m["kind"] for m in res["models"]] == ["rin", "unet"]
+        assert [m["total_steps"] for m in res["models"]] == [3, 2] and len(res["parts"]) == 2
+        from PIL import Image
+        with Image.open(tmp_path / "ab_samples.png") as ab, Image.open(tmp_path / "a_samples.png") as a:
+            assert ab.width > 2 * a.width
+        md = (tmp_path / "ab.md").read_text()
+        assert "| RIN digits |" in md and "| U-Net ADM-8 |" in md
+        assert main([*common, "--models", "unet", "--steps", "2", "--eval-samples", "22", "--out", str(tmp_path / "c")]) == 0
+        assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--out", str(tmp_path / "ac")]) == 2
+        assert "does not share" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
