@@ -454,7 +454,7 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
         device: str = "auto", eval_batch: int = 500, steps: list[int] | None = None, command: str = "",
         rates: list[float] | None = None, rates_note: str = "", proxy_samples: int | None = None,
         models: list[str] | None = None, modality: str | None = None, unet_width: float = 1.0,
-        grid_per_class: int = 8, save: str | None = None, log=print) -> dict:
+        grid_per_class: int = 8, save: str | None = None, final_proxy: bool = False, log=print) -> dict:
     """Train and evaluate RIN, then the baseline (or only those in `models`: "rin", "unet").
     Step counts: `steps` = [RIN's, baseline's], else budget x `rates` (steps/s, e.g. measured on a
     quiet machine with --calibrate), else budget x steps/s calibrated in this run."""
@@ -479,9 +479,10 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
     proxy_samples = proxy_samples or eval_samples
     if min(eval_samples, proxy_samples) < 2:
         raise RinkitError("--eval-samples and --proxy-samples must be >= 2")
-    if metric.protocol_samples and eval_samples < metric.protocol_samples:
+    if metric.protocol_samples and eval_samples < metric.protocol_samples and not final_proxy:
         raise RinkitError(f"--eval-samples {eval_samples}: the {metric.label} protocol needs at least "
-                          f"{metric.protocol_samples} samples at the end (earlier points may use --proxy-samples)")
+                          f"{metric.protocol_samples} samples at the end (earlier points may use --proxy-samples; "
+                          "--final-proxy accepts a labelled proxy at the end too, for recipe searches)")
     seed = cfg0.train.seed if seed is None else seed
     sampler_over = {"steps": sample_steps} if sample_steps else {}
     sampler, n_steps = _sampler_text(cfg0, sampler_over)
@@ -673,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--calibrate", action="store_true", help="only measure steps/s (alternating) to OUT.json")
         ap.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
                         help="with --calibrate: first wait until the 1-minute load average is <= LOAD")
+        ap.add_argument("--final-proxy", action="store_true", help="allow --eval-samples below the metric's "
+                        "protocol (the last point is then a labelled proxy too): for recipe searches")
         ap.add_argument("--combine", nargs="+", default=None, metavar="RUN.json",
                         help="merge runs of one protocol made in separate processes into OUT")
 
@@ -686,7 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(a.budget, a.out, a.eval_samples, a.points, a.threads, a.preset, a.overrides, a.sample_steps,
                    a.calib_steps, a.seed, a.device, a.eval_batch, a.steps, command, rates=a.rates,
                    rates_note=a.rates_note, proxy_samples=a.proxy_samples, models=a.models, modality=a.modality,
-                   unet_width=a.unet_width, grid_per_class=a.grid_per_class, save=a.save, log=log)
+                   unet_width=a.unet_width, grid_per_class=a.grid_per_class, save=a.save,
+                   final_proxy=a.final_proxy, log=log)
 
     def show(res):
         return calibration_table(res) if "rates" in res else table(res)
