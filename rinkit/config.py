@@ -22,7 +22,7 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    """RIN architecture (rin-spec.md section 1). num_latents counts the time and class tokens."""
+    """RIN architecture (docs/method.md §2). num_latents counts the time and class tokens."""
     interface_dim: int = Field(256, gt=0)
     latent_dim: int = Field(512, gt=0)
     num_latents: int = Field(128, gt=2)
@@ -38,6 +38,8 @@ class ModelConfig(Section):
     num_classes: int = Field(0, ge=0)  # 0 = unconditional
     attention: Literal["sdpa", "xformers", "math"] = "sdpa"
     time_scale: float = Field(1000.0, gt=0)
+    # "official" = the Keras code's initialisers; "glorot" = rinkit's earlier init (docs/method.md)
+    init: Literal["official", "glorot"] = "official"
 
     @model_validator(mode="after")
     def _check(self):

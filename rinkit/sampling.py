@@ -25,6 +25,7 @@ import torch
 from rinkit.build import build_diffusion, build_model, sample_shape
 from rinkit.config import Config, modality_options, validate
 from rinkit.diffusion import sample
+from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
 from rinkit.registry import get_dataset, get_modality, metrics
 
@@ -175,6 +176,10 @@ def load_for_sampling(path: str | Path, device: str = "auto"):
     ckpt = load_checkpoint(path, weights_only=True)
     cfg = validate(ckpt.config)
     dev = pick_device(device)
+    if cfg.model.attention == "xformers" and (why := xformers_unavailable(dev)):
+        # the kernel is an implementation detail of the same maths: say so, sample with SDPA
+        print(f"note: the checkpoint was trained with attention=xformers, which {why}; sampling with sdpa")
+        cfg.model.attention = "sdpa"
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt.ema or ckpt.model)

@@ -24,8 +24,10 @@ def test_gradients_reach_every_parameter(tiny_cfg):
 
 
 def test_lr_schedule_warmup_then_truncated_cosine():
-    assert lr_factor(0, 100, 10, "cosine@0.8") == pytest.approx(0.1)
-    assert lr_factor(9, 100, 10, "cosine@0.8") == pytest.approx(1.0)
+    # official warm-up: step / W, so the first update has LR 0 and update W the peak
+    assert lr_factor(0, 100, 10, "cosine@0.8") == 0.0
+    assert lr_factor(1, 100, 10, "cosine@0.8") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "cosine@0.8") == pytest.approx(0.9)
     assert lr_factor(10, 100, 10, "cosine@0.8") == pytest.approx(1.0)
     # the official cosine@r ends at 0.5 (1 + cos(r pi)): 9.5 % for r = 0.8
     assert lr_factor(100, 100, 10, "cosine@0.8") == pytest.approx(0.0955, abs=1e-3)

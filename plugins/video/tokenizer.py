@@ -1,4 +1,4 @@
-"""Video tokenizer and detokenizer (rin-spec.md section 5).
+"""Video tokenizer and detokenizer (docs/method.md §7).
 
 Tokenizer: a Conv3d stem with kernel = stride = (time_patch, p, p) (a linear space-time patch
 projection) -> flatten to T'·H'·W' tokens -> LayerNorm -> + positional embedding over the

@@ -1,4 +1,4 @@
-"""The Gaussian diffusion process RIN is trained with (rin-spec.md sections 2-3).
+"""The Gaussian diffusion process RIN is trained with (docs/method.md §3-4).
 
 Continuous time t ~ U(0, 1); gamma(t) is the signal variance; data in [-1, 1] are scaled by the
 input scale b, so x_0 lies in [-b, b]:   x_t = sqrt(gamma) x_0 + sqrt(1 - gamma) eps.
@@ -82,24 +82,25 @@ class Diffusion:
         Latent self-conditioning in the official "masking" mode: pass 1 runs on the whole batch
         with no previous latents (dropout on, no gradient = stop-gradient); its latents are kept
         for a fraction `self_cond_rate` of the examples and zeroed for the rest; the loss is
-        taken on pass 2 only. Rate 0 is exactly one pass."""
+        taken on pass 2 only. Rate 0 is exactly one pass. Label dropout (classifier-free
+        guidance) is drawn afresh for each pass, as the official code does (each call of its
+        `cond_denoise` draws its own mask)."""
         b = x.shape[0]
         x0 = x * self.b
         t = torch.rand(b, generator=generator, device=x.device)
         gamma = self.train_schedule(t)
         eps = randn(x0.shape, generator, x.device)
         x_t = self.add_noise(x0, gamma, eps)
-        labels = self.drop_labels(labels, generator)
         prev = None
         if self.self_cond_rate > 0:
             with torch.no_grad():
-                _, latents = model(x_t, gamma, labels, None, context)
+                _, latents = model(x_t, gamma, self.drop_labels(labels, generator), None, context)
             keep = torch.rand(b, generator=generator, device=x.device) < self.self_cond_rate
             prev = latents * broadcast(keep.to(latents.dtype), latents)
-        pred, _ = model(x_t, gamma, labels, prev, context)
+        pred, _ = model(x_t, gamma, self.drop_labels(labels, generator), prev, context)
         err = (pred.float() - self.target(x0, eps, gamma).float()) ** 2
         if self.pred == "x0":
-            err = err / self.b ** 2  # x-prediction's loss is measured in data units
+            err = err / self.b ** 2  # in data units; unclipped, unlike the official x-loss (docs/method.md §9)
         if loss_mask is None:
             return err.mean()
         mask = loss_mask.to(err.dtype).expand_as(err)

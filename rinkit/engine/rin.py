@@ -9,14 +9,15 @@ compute. Each block
     compute K x [Z <- Z + MHA(LN(Z)); Z <- Z + MLP(LN(Z))]       self-attention on latents only
     write   X <- X + MHA(LN(X), Z);  X <- X + MLP(LN(X))        the interface reads the latents back
 
-so cost follows M, not N. Faithful to the official TF code (rin-spec.md section 1):
+so cost follows M, not N. Faithful to the official TF code (docs/method.md §2):
   * only the query side is normalised in read/write (keys/values enter raw);
   * read/write attention runs at width min(D, d) (`rw_dim` overrides); biases; LayerNorm eps 1e-6;
   * dropout and drop-path act only inside the compute layers;
   * `num_latents` counts the time token and (if class-conditional) the class token;
   * the time embedding takes the noise level gamma (signal variance) x 1000, not t;
   * latent self-conditioning adds LN0(Z' + MLP(Z')) of the previous step's latents, with the
-    final LayerNorm's scale and bias initialised to zero, so it starts as the identity.
+    final LayerNorm's scale and bias initialised to zero, so it starts as the identity;
+  * weights start as the Keras code's initialisers (`model.init: official`, docs/method.md §6).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from torch import nn
 from rinkit.engine.attention import BACKENDS, MultiHeadAttention
 
 LN_EPS = 1e-6
+INITS = ("official", "glorot")  # RIN.reset_parameters
 
 
 def layer_norm(dim: int) -> nn.LayerNorm:
@@ -157,14 +159,17 @@ class RIN(nn.Module):
                  latent_heads: int = 16, rw_heads: int = 8, latent_mlp_ratio: float = 4.0,
                  interface_mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
                  num_classes: int = 0, self_cond: bool = True, attention: str = "sdpa",
-                 time_scale: float = 1000.0, rw_dim: int | None = None):
+                 time_scale: float = 1000.0, rw_dim: int | None = None, init: str = "official"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         if attention not in BACKENDS:
             raise ValueError(f"unknown attention backend {attention!r}; choose one of {BACKENDS}")
         depths = [layers_per_block] * blocks if isinstance(layers_per_block, int) else list(layers_per_block)
         if len(depths) != blocks:
             raise ValueError(f"layers_per_block lists {len(depths)} depths for {blocks} blocks")
         self.num_classes, self.num_latents, self.latent_dim = num_classes, num_latents, latent_dim
+        self.init = init
         self.checkpoint_blocks = False  # activation checkpointing per block (train.activation_checkpointing)
         n_cond = 1 + (1 if num_classes > 0 else 0)  # time token (+ class token)
         if num_latents <= n_cond:
@@ -180,14 +185,33 @@ class RIN(nn.Module):
                      interface_mlp_ratio, dropout, drop_path, attention, rw_dim) for d in depths)
         self.reset_parameters()
 
+    @torch.no_grad()
     def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):  # Keras' glorot-uniform default
+        """Initialise every parameter as `self.init` says (docs/method.md §6).
+
+        "official", as the official Keras code: Dense layers glorot-uniform with zero bias;
+        attention kernels glorot over Keras' 3-D kernel shapes (MultiHeadAttention.reset_parameters);
+        the class token as the one-hot Dense it replaces (rows glorot over (classes, d), the null
+        row = the zero bias); learned latents truncated-normal sigma 0.02; the self-conditioning
+        output LayerNorm zero. "glorot" (the init the small CPU presets were tuned with): glorot
+        over every PyTorch Linear as shaped (fused q|k|v), class table N(0, 0.02)."""
+        in_attention = {id(lin) for m in self.modules() if isinstance(m, MultiHeadAttention)
+                        for lin in m.children()}
+        for m in self.modules():  # one pass in module order: "glorot" draws as rinkit always did
+            if isinstance(m, MultiHeadAttention):
+                m.reset_parameters(self.init)
+            elif isinstance(m, nn.Linear) and id(m) not in in_attention:  # Keras' Dense default
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.latents, std=0.02, a=-0.04, b=0.04)
         if self.class_embed is not None:
-            nn.init.normal_(self.class_embed.weight, std=0.02)
+            if self.init == "official":
+                k, d = self.class_embed.weight.shape
+                bound = math.sqrt(6.0 / ((k - 1) + d))  # glorot of the (classes, d) Dense kernel
+                nn.init.uniform_(self.class_embed.weight, -bound, bound)
+                self.class_embed.weight[self.num_classes].zero_()  # null class = one-hot of zeros
+            else:
+                nn.init.normal_(self.class_embed.weight, std=0.02)
         if self.self_cond is not None:
             nn.init.zeros_(self.self_cond.norm_out.weight)
             nn.init.zeros_(self.self_cond.norm_out.bias)
@@ -227,6 +251,21 @@ class Denoiser(nn.Module):
     def __init__(self, tokenizer: nn.Module, core: RIN, detokenizer: nn.Module):
         super().__init__()
         self.tokenizer, self.core, self.detokenizer = tokenizer, core, detokenizer
+        if core.init == "official":
+            self._init_plugin_layers()
+
+    @torch.no_grad()
+    def _init_plugin_layers(self) -> None:
+        """The official stem (Conv2D/Conv3D) and readout (Dense) use Keras' defaults: glorot-uniform
+        (fans over the receptive field, which torch's xavier_uniform_ computes the same way for a
+        conv weight) and zero bias. Every Linear/Conv of the plugin's tokenizer and detokenizer gets
+        it under init "official"; their other parameters (positional tables) keep the plugin's init."""
+        for part in (self.tokenizer, self.detokenizer):
+            for m in part.modules():
+                if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
 
     def forward(self, x_t: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
                 prev_latents: torch.Tensor | None = None, context=None):

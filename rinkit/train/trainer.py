@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rinkit.build import build_diffusion, build_model
+from rinkit.build import build_diffusion, build_model, check_backends
 from rinkit.config import Config, modality_options
 from rinkit.errors import RinkitError
 from rinkit.registry import get_dataset, get_modality
@@ -65,8 +65,12 @@ def set_rng_state(st: dict) -> None:
             torch.cuda.set_rng_state(st[f"cuda{i}"], i)
 
 
+_RESUME_FREE = ("init",)  # model keys that only shape the weights before step 0 (a resume loads them)
+
+
 def _same_run(a: dict, b: dict) -> str | None:
     """First differing key outside `train`/`sampler`/`name` (those may change on resume)."""
+    a, b = ({**c, "model": {k: v for k, v in c.get("model", {}).items() if k not in _RESUME_FREE}} for c in (a, b))
     for section in ("modality", "modality_options", "data", "model", "diffusion"):
         if a.get(section) != b.get(section):
             if isinstance(a.get(section), dict) and isinstance(b.get(section), dict):
@@ -194,7 +198,7 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
     if device.type == "cuda" and t_cfg.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    precision = t_cfg.precision if t_cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    precision = check_backends(cfg, device)  # xformers / bf16 / compile: one-line errors, not crashes
     amp = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
 
     # The same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
