@@ -1,0 +1,129 @@
+"""Where a frame-conditional video model loses the digit: its x0 estimate on noised *true*
+futures (what training sees) against the estimate along the sampler's own trajectory, with the
+self-conditioning latents fed in different ways (docs/video.md, "Diagnosis").
+
+    python -m benchmarks.video_trajectory CHECKPOINT [--clips 64] [--steps 50]
+
+Tables (held-out clips, their true futures as the reference; the future of a moving digit is a
+function of its given frames, so the MSE to it is meaningful):
+  A. noised true futures at fixed gamma: pass 1 (no previous latents) and pass 2 (latents of
+     pass 1 at the same x_t), exactly the two passes of training;
+  B. the sampler's trajectory, by step, for each way of feeding the previous latents:
+     carry (the default: the latents of the previous step), none (no self-conditioning), fresh
+     (both training passes at the current x_t, 2 NFE per step), and `oracle` (the true future
+     noised to each step's gamma, latents carried along it)."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from rinkit.build import build_diffusion
+from rinkit.config import modality_options
+from rinkit.diffusion import sample
+from rinkit.registry import get_dataset, get_modality
+
+GAMMAS = (0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
+class Probe:
+    """Scores frame estimates: MSE to the true future and the fraction classified as the digit."""
+
+    def __init__(self, opts, future: torch.Tensor, labels: torch.Tensor):
+        from rinkit_plugins.image import digits_metric
+        from rinkit_plugins.video.metrics import MovingDigitsMetric
+        self.metric, self.future, self.labels = MovingDigitsMetric(opts), future, labels
+        self.net = digits_metric.digits_classifier()
+
+    def __call__(self, x: torch.Tensor) -> tuple[float, float]:
+        x = x.float().clamp(-1, 1)
+        b, t = x.shape[:2]
+        cls = self.net.head(torch.from_numpy(self.metric.features(x)).float()).argmax(1).view(b, t)
+        return float(((x - self.future) ** 2).mean()), float((cls == self.labels[:, None]).float().mean())
+
+
+def policy(model, name: str):
+    """A denoiser whose previous-latents input follows `name` (see the module docstring)."""
+    if name == "carry":
+        return model
+    if name == "none":
+        return lambda x, g, lab, prev, ctx: model(x, g, lab, None, ctx)
+    if name == "fresh":
+        def fresh(x, g, lab, prev, ctx):
+            _, z = model(x, g, lab, None, ctx)
+            return model(x, g, lab, z, ctx)
+        return fresh
+    raise ValueError(name)
+
+
+@torch.no_grad()
+def run(path: str, clips: int, steps: int, seed: int = 0) -> None:
+    from rinkit.sampling import load_for_sampling
+    model, cfg, dev = load_for_sampling(path, "cpu")
+    diffusion, opts = build_diffusion(cfg), modality_options(cfg)
+    ds = get_dataset(cfg.modality, cfg.data.dataset).build(opts, cfg.data, "test")
+    x = torch.stack([ds[i][0] for i in range(clips)])
+    labels = torch.tensor([ds[i][1] for i in range(clips)])
+    fut, ctx, _ = get_modality(cfg.modality).condition(x, opts)
+    probe, b = Probe(opts, fut, labels), diffusion.b
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(fut.shape, generator=g)
+
+    print("A. noised true futures: x0-estimate MSE / class kept")
+    print("| gamma | pass 1 MSE | pass 1 class | pass 2 MSE | pass 2 class | blank given, pass 2 MSE |")
+    print("|---|---|---|---|---|---|")
+    for gam in GAMMAS:
+        gamma = torch.full((clips,), gam)
+        x_t = diffusion.add_noise(fut * b, gamma, eps)
+        p1, z = model(x_t, gamma, None, None, ctx)
+        p2, _ = model(x_t, gamma, None, z, ctx)
+        blank = -torch.ones_like(ctx)
+        _, zb = model(x_t, gamma, None, None, blank)
+        pb, _ = model(x_t, gamma, None, zb, blank)
+        est = [diffusion.to_x0_eps(p.float(), x_t, gamma, clip=True)[0] / b for p in (p1, p2, pb)]
+        (m1, c1), (m2, c2), (mb, _) = (probe(e) for e in est)
+        print(f"| {gam:.2f} | {m1:.4f} | {c1:.2f} | {m2:.4f} | {c2:.2f} | {mb:.4f} |")
+
+    s = cfg.sampler
+    marks = sorted({0, 1, 2, 5, 10, 15, 20, 25, 30, 40, steps - 1} & set(range(steps)))
+    sched = diffusion.sample_schedule
+    gam_at = [float(sched(torch.tensor([1.0 - k / steps]))[0]) for k in range(steps)]
+    print(f"\nB. sampler trajectory ({s.name}, {steps} steps, {s.ddpm_variance} variance): "
+          "x0-estimate MSE / class kept at step k (gamma of its input)")
+    rows = {}
+    for name in ("carry", "none", "fresh", "oracle"):
+        track = {}
+        if name == "oracle":
+            prev = None
+            for k in range(steps):
+                gamma = torch.full((clips,), gam_at[k])
+                x_t = diffusion.add_noise(fut * b, gamma, eps)
+                pred, prev = model(x_t, gamma, None, prev, ctx)
+                if k in marks:
+                    track[k] = probe(diffusion.to_x0_eps(pred.float(), x_t, gamma, clip=True)[0] / b)
+        else:
+            gens = [torch.Generator().manual_seed(seed * 100003 + i) for i in range(clips)]
+            sample(policy(model, name), diffusion, fut.shape, None, steps=steps, sampler=s.name, eta=s.eta,
+                   ddpm_variance=s.ddpm_variance, context=ctx, generator=gens,
+                   callback=lambda k, x0: track.__setitem__(k, probe(x0 / b)) if k in marks else None)
+        rows[name] = track
+    print("| step | gamma | " + " | ".join(rows) + " |")
+    print("|---|---|" + "---|" * len(rows))
+    for k in marks:
+        print(f"| {k} | {gam_at[k]:.3f} | " + " | ".join(f"{r[k][0]:.4f} / {r[k][1]:.2f}" for r in rows.values()) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.video_trajectory", description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--clips", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    run(args.checkpoint, args.clips, args.steps, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
