@@ -11,7 +11,12 @@ function of its given frames, so the MSE to it is meaningful):
   B. the sampler's trajectory, by step, for each way of feeding the previous latents:
      carry (the default: the latents of the previous step), none (no self-conditioning), fresh
      (both training passes at the current x_t, 2 NFE per step), and `oracle` (the true future
-     noised to each step's gamma, latents carried along it)."""
+     noised to each step's gamma, latents carried along it);
+  C. hand-over: the sampler driven by the true future for its first k steps (an oracle whose
+     prediction is that future, so x_t at step k is the true future noised to gamma_k, the DDPM
+     posterior given it) and by the model from step k on; the final sample's MSE / class kept
+     say from which noise level on the model can finish a clip it did not start.
+`--split train` runs the same on training clips (memorised digits vs copied ones)."""
 from __future__ import annotations
 
 import argparse
@@ -56,12 +61,28 @@ def policy(model, name: str):
     raise ValueError(name)
 
 
+def handover(model, diffusion, future, k0: int):
+    """The sampler sees the true future's prediction for steps < k0 (the model still runs, so its
+    latents are carried as usual) and the model's own from step k0 on."""
+    state = {"k": 0}
+
+    def fn(x, g, lab, prev, ctx):
+        pred, z = model(x, g, lab, prev, ctx)
+        if state["k"] < k0:
+            b = diffusion.b
+            eps = (x - g.sqrt().view(-1, 1, 1, 1, 1) * future * b) / (1 - g).sqrt().view(-1, 1, 1, 1, 1)
+            pred = diffusion.target(future * b, eps, g)
+        state["k"] += 1
+        return pred, z
+    return fn
+
+
 @torch.no_grad()
-def run(path: str, clips: int, steps: int, seed: int = 0) -> None:
+def run(path: str, clips: int, steps: int, seed: int = 0, split: str = "test") -> None:
     from rinkit.sampling import load_for_sampling
     model, cfg, dev = load_for_sampling(path, "cpu")
     diffusion, opts = build_diffusion(cfg), modality_options(cfg)
-    ds = get_dataset(cfg.modality, cfg.data.dataset).build(opts, cfg.data, "test")
+    ds = get_dataset(cfg.modality, cfg.data.dataset).build(opts, cfg.data, split)
     x = torch.stack([ds[i][0] for i in range(clips)])
     labels = torch.tensor([ds[i][1] for i in range(clips)])
     fut, ctx, _ = get_modality(cfg.modality).condition(x, opts)
@@ -112,6 +133,15 @@ def run(path: str, clips: int, steps: int, seed: int = 0) -> None:
     for k in marks:
         print(f"| {k} | {gam_at[k]:.3f} | " + " | ".join(f"{r[k][0]:.4f} / {r[k][1]:.2f}" for r in rows.values()) + " |")
 
+    print("\nC. hand-over from the true future to the model at step k: final MSE / class kept")
+    print("| k | gamma_k | final MSE | final class kept |\n|---|---|---|---|")
+    for k0 in sorted({0, steps // 10, steps // 5, 3 * steps // 10, 2 * steps // 5, steps // 2, 3 * steps // 5, 4 * steps // 5}):
+        gens = [torch.Generator().manual_seed(seed * 100003 + i) for i in range(clips)]
+        out = sample(handover(model, diffusion, fut, k0), diffusion, fut.shape, None, steps=steps, sampler=s.name,
+                     eta=s.eta, ddpm_variance=s.ddpm_variance, context=ctx, generator=gens)
+        m, c = probe(out)
+        print(f"| {k0} | {gam_at[k0]:.3f} | {m:.4f} | {c:.2f} |")
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.video_trajectory", description=__doc__.splitlines()[0])
@@ -119,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=64)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=("test", "train"), default="test")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
-    run(args.checkpoint, args.clips, args.steps, args.seed)
+    run(args.checkpoint, args.clips, args.steps, args.seed, args.split)
     return 0
 
 

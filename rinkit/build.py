@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rinkit.config import Config, modality_options
 from rinkit.diffusion import Diffusion
-from rinkit.engine import RIN, Denoiser
+from rinkit.engine import RIN, Denoiser, EstimateEmbedding
 from rinkit.registry import get_modality
 
 
@@ -17,14 +17,16 @@ def build_model(cfg: Config) -> Denoiser:
                interface_mlp_ratio=m.interface_mlp_ratio, dropout=m.dropout, drop_path=m.drop_path,
                num_classes=m.num_classes, self_cond=cfg.diffusion.self_cond_rate > 0,
                attention=m.attention, time_scale=m.time_scale, rw_dim=m.rw_dim)
+    estimate = (EstimateEmbedding(modality.make_tokenizer(opts, m.interface_dim), m.interface_dim)
+                if cfg.diffusion.self_cond_x0 else None)
     return Denoiser(modality.make_tokenizer(opts, m.interface_dim), core,
-                    modality.make_detokenizer(opts, m.interface_dim))
+                    modality.make_detokenizer(opts, m.interface_dim), estimate)
 
 
 def build_diffusion(cfg: Config) -> Diffusion:
     d = cfg.diffusion
     return Diffusion(d.train_schedule, d.sample_schedule, d.pred, d.input_scale, d.self_cond_rate,
-                     d.cond_dropout, cfg.model.num_classes)
+                     d.cond_dropout, cfg.model.num_classes, d.self_cond_x0)
 
 
 def sample_shape(cfg: Config) -> tuple[int, ...]:

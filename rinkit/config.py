@@ -57,12 +57,20 @@ class DiffusionConfig(Section):
     input_scale: float = Field(1.0, gt=0)
     self_cond_rate: float = Field(0.9, ge=0, le=1)  # 0 = no latent self-conditioning at all
     cond_dropout: float = Field(0.0, ge=0, le=1)    # label dropout for classifier-free guidance
+    # Also self-condition on the previous x_0 estimate (analog bits), beside the latents; off = the paper
+    self_cond_x0: bool = False
 
     @field_validator("train_schedule", "sample_schedule")
     @classmethod
     def _schedule(cls, v: str) -> str:
         parse_schedule(v)
         return v
+
+    @model_validator(mode="after")
+    def _x0(self):
+        if self.self_cond_x0 and self.self_cond_rate <= 0:
+            raise ValueError("self_cond_x0 needs self_cond_rate > 0 (the estimate comes from the first pass)")
+        return self
 
 
 class SamplerConfig(Section):

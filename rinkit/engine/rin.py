@@ -220,22 +220,51 @@ class RIN(nn.Module):
         return x, z
 
 
+class EstimateEmbedding(nn.Module):
+    """x0 self-conditioning on the interface (optional): the previous x_0 estimate, tokenised by
+    a second copy of the modality's tokenizer, is added to the interface tokens through a
+    zero-initialised LayerNorm, so it starts as the identity as the latent warm start does. Adding
+    a second linear patch embedding equals concatenating the estimate on the input channels
+    (Chen et al.'s analog-bits self-conditioning), without the plugin knowing about it."""
+
+    def __init__(self, tokenizer: nn.Module, dim: int):
+        super().__init__()
+        self.tokenizer, self.norm = tokenizer, layer_norm(dim)
+        nn.init.zeros_(self.norm.weight)
+        nn.init.zeros_(self.norm.bias)
+
+    def forward(self, x0: torch.Tensor, context=None) -> torch.Tensor:
+        tokens = self.tokenizer(x0, context)
+        if isinstance(tokens, tuple):
+            raise ValueError("x0 self-conditioning needs a tokenizer that returns plain tokens "
+                             "(this one groups its input, so an estimate's tokens would not line up)")
+        return self.norm(tokens)
+
+
 class Denoiser(nn.Module):
     """Tokenizer -> RIN -> detokenizer. The tokenizer and detokenizer come from a modality
-    plugin; `context` carries modality-specific clean conditioning (e.g. given video frames)."""
+    plugin; `context` carries modality-specific clean conditioning (e.g. given video frames).
+    With an `estimate` embedding (x0 self-conditioning) the model also takes `prev_x0`, the
+    previous x_0 estimate in the data's shape (None = zeros, i.e. no estimate yet)."""
 
-    def __init__(self, tokenizer: nn.Module, core: RIN, detokenizer: nn.Module):
+    def __init__(self, tokenizer: nn.Module, core: RIN, detokenizer: nn.Module,
+                 estimate: EstimateEmbedding | None = None):
         super().__init__()
         self.tokenizer, self.core, self.detokenizer = tokenizer, core, detokenizer
+        self.estimate = estimate
 
     def forward(self, x_t: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
-                prev_latents: torch.Tensor | None = None, context=None):
+                prev_latents: torch.Tensor | None = None, context=None, prev_x0: torch.Tensor | None = None):
         tokens = self.tokenizer(x_t, context)
         # A tokenizer may return (tokens, state): per-example state its detokenizer needs to
         # map tokens back (e.g. which points formed which group). Plain tensors are unchanged.
         state = None
         if isinstance(tokens, tuple):
             tokens, state = tokens
+        if self.estimate is not None:
+            tokens = tokens + self.estimate(torch.zeros_like(x_t) if prev_x0 is None else prev_x0, context)
+        elif prev_x0 is not None:
+            raise ValueError("prev_x0 given but this model was built without x0 self-conditioning")
         tokens, latents = self.core(tokens, gamma, labels, prev_latents)
         out = self.detokenizer(tokens, context) if state is None else self.detokenizer(tokens, context, state)
         return out, latents
