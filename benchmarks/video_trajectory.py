@@ -47,18 +47,23 @@ class Probe:
         return float(((x - self.future) ** 2).mean()), float((cls == self.labels[:, None]).float().mean())
 
 
-def policy(model, name: str):
-    """A denoiser whose previous-latents input follows `name` (see the module docstring)."""
+def policy(model, diffusion, name: str):
+    """A denoiser whose self-conditioning inputs (previous latents, and the previous x_0
+    estimate for x0-self-conditioned models) follow `name` (see the module docstring)."""
     if name == "carry":
         return model
-    if name == "none":
-        return lambda x, g, lab, prev, ctx: model(x, g, lab, None, ctx)
-    if name == "fresh":
-        def fresh(x, g, lab, prev, ctx):
-            _, z = model(x, g, lab, None, ctx)
-            return model(x, g, lab, z, ctx)
-        return fresh
-    raise ValueError(name)
+
+    def none(x, g, lab, prev, ctx, **kw):
+        kw = {k: torch.zeros_like(v) for k, v in kw.items()}
+        return model(x, g, lab, None, ctx, **kw)
+
+    def fresh(x, g, lab, prev, ctx, **kw):
+        kw = {k: torch.zeros_like(v) for k, v in kw.items()}
+        pred, z = model(x, g, lab, None, ctx, **kw)
+        if kw:
+            kw = {"prev_x0": diffusion.to_x0_eps(pred.float(), x, g, clip=True)[0]}
+        return model(x, g, lab, z, ctx, **kw)
+    return {"none": none, "fresh": fresh}[name]
 
 
 def handover(model, diffusion, future, k0: int):
@@ -66,8 +71,8 @@ def handover(model, diffusion, future, k0: int):
     latents are carried as usual) and the model's own from step k0 on."""
     state = {"k": 0}
 
-    def fn(x, g, lab, prev, ctx):
-        pred, z = model(x, g, lab, prev, ctx)
+    def fn(x, g, lab, prev, ctx, **kw):
+        pred, z = model(x, g, lab, prev, ctx, **kw)
         if state["k"] < k0:
             b = diffusion.b
             eps = (x - g.sqrt().view(-1, 1, 1, 1, 1) * future * b) / (1 - g).sqrt().view(-1, 1, 1, 1, 1)
@@ -90,17 +95,23 @@ def run(path: str, clips: int, steps: int, seed: int = 0, split: str = "test") -
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(fut.shape, generator=g)
 
+    x0_sc = diffusion.self_cond_x0
+    zero = {"prev_x0": torch.zeros_like(fut)} if x0_sc else {}
+
+    def sc_input(pred, x_t, gamma):  # pass 2's estimate input, as in training
+        return {"prev_x0": diffusion.to_x0_eps(pred.float(), x_t, gamma, clip=True)[0]} if x0_sc else {}
+
     print("A. noised true futures: x0-estimate MSE / class kept")
     print("| gamma | pass 1 MSE | pass 1 class | pass 2 MSE | pass 2 class | blank given, pass 2 MSE |")
     print("|---|---|---|---|---|---|")
     for gam in GAMMAS:
         gamma = torch.full((clips,), gam)
         x_t = diffusion.add_noise(fut * b, gamma, eps)
-        p1, z = model(x_t, gamma, None, None, ctx)
-        p2, _ = model(x_t, gamma, None, z, ctx)
+        p1, z = model(x_t, gamma, None, None, ctx, **zero)
+        p2, _ = model(x_t, gamma, None, z, ctx, **sc_input(p1, x_t, gamma))
         blank = -torch.ones_like(ctx)
-        _, zb = model(x_t, gamma, None, None, blank)
-        pb, _ = model(x_t, gamma, None, zb, blank)
+        q1, zb = model(x_t, gamma, None, None, blank, **zero)
+        pb, _ = model(x_t, gamma, None, zb, blank, **sc_input(q1, x_t, gamma))
         est = [diffusion.to_x0_eps(p.float(), x_t, gamma, clip=True)[0] / b for p in (p1, p2, pb)]
         (m1, c1), (m2, c2), (mb, _) = (probe(e) for e in est)
         print(f"| {gam:.2f} | {m1:.4f} | {c1:.2f} | {m2:.4f} | {c2:.2f} | {mb:.4f} |")
@@ -115,16 +126,17 @@ def run(path: str, clips: int, steps: int, seed: int = 0, split: str = "test") -
     for name in ("carry", "none", "fresh", "oracle"):
         track = {}
         if name == "oracle":
-            prev = None
+            prev, kw = None, {}
             for k in range(steps):
                 gamma = torch.full((clips,), gam_at[k])
                 x_t = diffusion.add_noise(fut * b, gamma, eps)
-                pred, prev = model(x_t, gamma, None, prev, ctx)
+                pred, prev = model(x_t, gamma, None, prev, ctx, **(kw if k else zero))
+                kw = sc_input(pred, x_t, gamma)
                 if k in marks:
                     track[k] = probe(diffusion.to_x0_eps(pred.float(), x_t, gamma, clip=True)[0] / b)
         else:
             gens = [torch.Generator().manual_seed(seed * 100003 + i) for i in range(clips)]
-            sample(policy(model, name), diffusion, fut.shape, None, steps=steps, sampler=s.name, eta=s.eta,
+            sample(policy(model, diffusion, name), diffusion, fut.shape, None, steps=steps, sampler=s.name, eta=s.eta,
                    ddpm_variance=s.ddpm_variance, context=ctx, generator=gens,
                    callback=lambda k, x0: track.__setitem__(k, probe(x0 / b)) if k in marks else None)
         rows[name] = track

@@ -16,7 +16,7 @@ def build_model(cfg: Config) -> Denoiser:
                rw_heads=m.rw_heads, latent_mlp_ratio=m.latent_mlp_ratio,
                interface_mlp_ratio=m.interface_mlp_ratio, dropout=m.dropout, drop_path=m.drop_path,
                num_classes=m.num_classes, self_cond=cfg.diffusion.self_cond_rate > 0,
-               attention=m.attention, time_scale=m.time_scale, rw_dim=m.rw_dim)
+               attention=m.attention, time_scale=m.time_scale, rw_dim=m.rw_dim, write_context=m.write_context)
     estimate = (EstimateEmbedding(modality.make_tokenizer(opts, m.interface_dim), m.interface_dim)
                 if cfg.diffusion.self_cond_x0 else None)
     return Denoiser(modality.make_tokenizer(opts, m.interface_dim), core,

@@ -38,6 +38,9 @@ class ModelConfig(Section):
     num_classes: int = Field(0, ge=0)  # 0 = unconditional
     attention: Literal["sdpa", "xformers", "math"] = "sdpa"
     time_scale: float = Field(1000.0, gt=0)
+    # The write layers also attend to the interface's clean conditioning tokens (e.g. given video
+    # frames), not only to the latents; off = the paper's RIN
+    write_context: bool = False
 
     @model_validator(mode="after")
     def _check(self):

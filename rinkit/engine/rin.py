@@ -97,7 +97,7 @@ class CrossLayer(nn.Module):
 
 class RINBlock(nn.Module):
     def __init__(self, interface_dim, latent_dim, depth, latent_heads, rw_heads, latent_mlp_ratio,
-                 interface_mlp_ratio, dropout, drop_path, backend, rw_dim=None):
+                 interface_mlp_ratio, dropout, drop_path, backend, rw_dim=None, write_context=False):
         super().__init__()
         self.read = CrossLayer(latent_dim, interface_dim, rw_heads, latent_mlp_ratio, backend, rw_dim)
         self.compute = nn.ModuleList(
@@ -106,13 +106,20 @@ class RINBlock(nn.Module):
         # A block with no compute layers only reads (as in the official code).
         self.write = (CrossLayer(interface_dim, latent_dim, rw_heads, interface_mlp_ratio, backend, rw_dim)
                       if depth > 0 else None)
+        # Optional (model.write_context): the write's keys/values are the latents and the
+        # interface's conditioning tokens (projected to the latent width), so a generated token
+        # can fetch from the given data directly, not only through what the latents kept of it.
+        self.context_proj = nn.Linear(interface_dim, latent_dim) if write_context and depth > 0 else None
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, z: torch.Tensor, n_cond: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.read(z, x)
         for layer in self.compute:
             z = layer(z)
         if self.write is not None:
-            x = self.write(x, z)
+            kv = z
+            if self.context_proj is not None and n_cond:
+                kv = torch.cat([z, self.context_proj(x[:, x.shape[1] - n_cond:])], dim=1)
+            x = self.write(x, kv)
         return x, z
 
 
@@ -157,7 +164,7 @@ class RIN(nn.Module):
                  latent_heads: int = 16, rw_heads: int = 8, latent_mlp_ratio: float = 4.0,
                  interface_mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
                  num_classes: int = 0, self_cond: bool = True, attention: str = "sdpa",
-                 time_scale: float = 1000.0, rw_dim: int | None = None):
+                 time_scale: float = 1000.0, rw_dim: int | None = None, write_context: bool = False):
         super().__init__()
         if attention not in BACKENDS:
             raise ValueError(f"unknown attention backend {attention!r}; choose one of {BACKENDS}")
@@ -165,6 +172,7 @@ class RIN(nn.Module):
         if len(depths) != blocks:
             raise ValueError(f"layers_per_block lists {len(depths)} depths for {blocks} blocks")
         self.num_classes, self.num_latents, self.latent_dim = num_classes, num_latents, latent_dim
+        self.write_context = write_context
         self.checkpoint_blocks = False  # activation checkpointing per block (train.activation_checkpointing)
         n_cond = 1 + (1 if num_classes > 0 else 0)  # time token (+ class token)
         if num_latents <= n_cond:
@@ -177,7 +185,7 @@ class RIN(nn.Module):
         self.self_cond = SelfConditioning(latent_dim, latent_mlp_ratio) if self_cond else None
         self.blocks = nn.ModuleList(
             RINBlock(interface_dim, latent_dim, d, latent_heads, rw_heads, latent_mlp_ratio,
-                     interface_mlp_ratio, dropout, drop_path, attention, rw_dim) for d in depths)
+                     interface_mlp_ratio, dropout, drop_path, attention, rw_dim, write_context) for d in depths)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -208,15 +216,17 @@ class RIN(nn.Module):
         return z
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
-                prev_latents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                prev_latents: torch.Tensor | None = None, n_cond: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, N, D) interface tokens; gamma: (B,) noise level; labels: (B,) class indices,
-        `num_classes` = null; prev_latents: (B, M, d) or None. Returns (X out, final latents)."""
+        `num_classes` = null; prev_latents: (B, M, d) or None; n_cond: how many of the last
+        interface tokens are clean conditioning (read by the write with `write_context`).
+        Returns (X out, final latents)."""
         z = self.initial_latents(gamma, labels, prev_latents)
         for block in self.blocks:
             if self.checkpoint_blocks and torch.is_grad_enabled():  # recompute in backward: memory for time
-                x, z = torch.utils.checkpoint.checkpoint(block, x, z, use_reentrant=False)
+                x, z = torch.utils.checkpoint.checkpoint(block, x, z, n_cond, use_reentrant=False)
             else:
-                x, z = block(x, z)
+                x, z = block(x, z, n_cond)
         return x, z
 
 
@@ -265,6 +275,13 @@ class Denoiser(nn.Module):
             tokens = tokens + self.estimate(torch.zeros_like(x_t) if prev_x0 is None else prev_x0, context)
         elif prev_x0 is not None:
             raise ValueError("prev_x0 given but this model was built without x0 self-conditioning")
-        tokens, latents = self.core(tokens, gamma, labels, prev_latents)
+        n_cond = 0
+        if self.core.write_context:
+            # the tokenizer says how many of its (last) tokens are clean conditioning
+            n_cond = getattr(self.tokenizer, "num_cond_tokens", 0)
+            if not n_cond:
+                raise ValueError("model.write_context needs a modality whose tokenizer appends "
+                                 "conditioning tokens (e.g. video with context_frames > 0)")
+        tokens, latents = self.core(tokens, gamma, labels, prev_latents, n_cond)
         out = self.detokenizer(tokens, context) if state is None else self.detokenizer(tokens, context, state)
         return out, latents
