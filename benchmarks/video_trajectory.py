@@ -47,6 +47,31 @@ class Probe:
         return float(((x - self.future) ** 2).mean()), float((cls == self.labels[:, None]).float().mean())
 
 
+def figure(path: str, model, diffusion, ctx, fut, eps, gammas=(0.01, 0.1, 0.35, 0.7), rows: int = 6) -> None:
+    """A PNG, one row per clip: the given frames, the true future, then the x0 estimate (two
+    training passes) from the true future noised to each gamma; each block is a frame strip."""
+    import numpy as np
+    from PIL import Image
+    b, x0_sc = diffusion.b, diffusion.self_cond_x0
+    ctx, fut, eps = ctx[:rows], fut[:rows], eps[:rows]
+    strips = [ctx, fut]
+    for gam in gammas:
+        gamma = torch.full((len(fut),), gam)
+        x_t = diffusion.add_noise(fut * b, gamma, eps)
+        kw = {"prev_x0": torch.zeros_like(x_t)} if x0_sc else {}
+        p1, z = model(x_t, gamma, None, None, ctx, **kw)
+        if x0_sc:
+            kw = {"prev_x0": diffusion.to_x0_eps(p1.float(), x_t, gamma, clip=True)[0]}
+        p2, _ = model(x_t, gamma, None, z, ctx, **kw)
+        strips.append(diffusion.to_x0_eps(p2.float(), x_t, gamma, clip=True)[0] / b)
+    h = fut.shape[-2]
+    sep = torch.zeros(h, 2)  # a grey line between the blocks
+    row = [torch.cat([part for s in strips for part in (torch.cat(list(s[i].mean(1)), dim=-1), sep)], dim=-1)
+           for i in range(len(fut))]
+    img = ((torch.cat(row, dim=0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    Image.fromarray(np.ascontiguousarray(img)).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
+
+
 def policy(model, diffusion, name: str):
     """A denoiser whose self-conditioning inputs (previous latents, and the previous x_0
     estimate for x0-self-conditioned models) follow `name` (see the module docstring)."""
@@ -83,7 +108,7 @@ def handover(model, diffusion, future, k0: int):
 
 
 @torch.no_grad()
-def run(path: str, clips: int, steps: int, seed: int = 0, split: str = "test") -> None:
+def run(path: str, clips: int, steps: int, seed: int = 0, split: str = "test", fig: str | None = None) -> None:
     from rinkit.sampling import load_for_sampling
     model, cfg, dev = load_for_sampling(path, "cpu")
     diffusion, opts = build_diffusion(cfg), modality_options(cfg)
@@ -101,6 +126,8 @@ def run(path: str, clips: int, steps: int, seed: int = 0, split: str = "test") -
     def sc_input(pred, x_t, gamma):  # pass 2's estimate input, as in training
         return {"prev_x0": diffusion.to_x0_eps(pred.float(), x_t, gamma, clip=True)[0]} if x0_sc else {}
 
+    if fig:
+        figure(fig, model, diffusion, ctx, fut, eps)
     print("A. noised true futures: x0-estimate MSE / class kept")
     print("| gamma | pass 1 MSE | pass 1 class | pass 2 MSE | pass 2 class | blank given, pass 2 MSE |")
     print("|---|---|---|---|---|---|")
@@ -162,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", choices=("test", "train"), default="test")
+    ap.add_argument("--figure", metavar="PNG", help="also write the x0 estimates of 6 clips at 4 noise levels")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
-    run(args.checkpoint, args.clips, args.steps, args.seed, args.split)
+    run(args.checkpoint, args.clips, args.steps, args.seed, args.split, args.figure)
     return 0
 
 
