@@ -26,7 +26,7 @@ def build_model(cfg: Config) -> Denoiser:
 def build_diffusion(cfg: Config) -> Diffusion:
     d = cfg.diffusion
     return Diffusion(d.train_schedule, d.sample_schedule, d.pred, d.input_scale, d.self_cond_rate,
-                     d.cond_dropout, cfg.model.num_classes, d.self_cond_x0)
+                     d.cond_dropout, cfg.model.num_classes, d.self_cond_x0, d.context_dropout)
 
 
 def sample_shape(cfg: Config) -> tuple[int, ...]:

@@ -60,6 +60,7 @@ class DiffusionConfig(Section):
     input_scale: float = Field(1.0, gt=0)
     self_cond_rate: float = Field(0.9, ge=0, le=1)  # 0 = no latent self-conditioning at all
     cond_dropout: float = Field(0.0, ge=0, le=1)    # label dropout for classifier-free guidance
+    context_dropout: float = Field(0.0, ge=0, le=1)  # clean-context (e.g. given frames) dropout for guidance
     # Also self-condition on the previous x_0 estimate (analog bits), beside the latents; off = the paper
     self_cond_x0: bool = False
 

@@ -34,7 +34,8 @@ def randn(shape, generator=None, device=None) -> torch.Tensor:
 class Diffusion:
     def __init__(self, train_schedule: str | Schedule = "cosine", sample_schedule: str | Schedule = "cosine",
                  pred: str = "eps", input_scale: float = 1.0, self_cond_rate: float = 0.9,
-                 cond_dropout: float = 0.0, num_classes: int = 0, self_cond_x0: bool = False):
+                 cond_dropout: float = 0.0, num_classes: int = 0, self_cond_x0: bool = False,
+                 context_dropout: float = 0.0):
         if pred not in TARGETS:
             raise ValueError(f"unknown prediction target {pred!r}; choose one of {TARGETS}")
         as_sched = lambda s: parse_schedule(s) if isinstance(s, str) else s  # noqa: E731
@@ -44,6 +45,10 @@ class Diffusion:
         if self_cond_x0 and self_cond_rate <= 0:
             raise ValueError("self_cond_x0 needs self_cond_rate > 0 (the estimate comes from the first pass)")
         self.self_cond_x0 = self_cond_x0
+        # Classifier-free guidance on clean conditioning data (e.g. given video frames): the
+        # context is replaced by the null context, zeros (a constant mid-grey clip for data in
+        # [-1, 1], which no dataset holds), for this fraction of training examples.
+        self.context_dropout = context_dropout
 
     # -- conversions ------------------------------------------------------------------------
     def add_noise(self, x0, gamma, eps):
@@ -77,6 +82,19 @@ class Diffusion:
         drop = torch.rand(labels.shape, generator=generator, device=labels.device) < self.cond_dropout
         return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
+    @staticmethod
+    def null_context(context: torch.Tensor) -> torch.Tensor:
+        """The unconditional stand-in for a clean conditioning tensor (context guidance)."""
+        return torch.zeros_like(context)
+
+    def drop_context(self, context, generator=None):
+        if context is None or self.context_dropout <= 0:
+            return context
+        if not torch.is_tensor(context):
+            raise ValueError("context_dropout needs the modality's context to be one tensor")
+        drop = torch.rand(context.shape[0], generator=generator, device=context.device) < self.context_dropout
+        return torch.where(broadcast(drop, context), self.null_context(context), context)
+
     def loss(self, model: Callable, x: torch.Tensor, labels: torch.Tensor | None = None,
              context=None, loss_mask: torch.Tensor | None = None, generator=None):
         """Unweighted MSE on the target. `x` is data in [-1, 1]; `loss_mask` (broadcastable to
@@ -98,6 +116,7 @@ class Diffusion:
         eps = randn(x0.shape, generator, x.device)
         x_t = self.add_noise(x0, gamma, eps)
         labels = self.drop_labels(labels, generator)
+        context = self.drop_context(context, generator)
         prev, kw = None, {}
         if self.self_cond_x0:
             kw = {"prev_x0": torch.zeros_like(x_t)}

@@ -6,7 +6,8 @@ one); the last step returns the final x_0 estimate, as the official code does.
 
 Latent self-conditioning: each step feeds the latents returned by the previous step (the first
 step gets none = zeros). With classifier-free guidance the conditional and unconditional halves
-run as one batch; the conditional half's latents are carried and both halves read the same
+run as one batch (the unconditional half has the null class and, for models trained with
+context_dropout, the null context); the conditional half's latents are carried and both halves read the same
 previous latents (official behaviour). With the diffusion's `self_cond_x0` the previous step's
 (clipped, guided) x_0 estimate is fed too, zeros at the first step, as in training's pass 1.
 Guidance follows the official form
@@ -28,13 +29,18 @@ def denoise(model, diffusion: Diffusion, x_t, gamma, labels=None, prev_latents=N
     `prev_x0` (x0 self-conditioning) is passed to the model only when given."""
     kw = {} if prev_x0 is None else {"prev_x0": prev_x0}
     if guidance != 0.0:
-        if labels is None or diffusion.num_classes == 0:
-            raise ValueError("classifier-free guidance needs class labels and a class-conditional model")
-        null = torch.full_like(labels, diffusion.num_classes)
+        # the unconditional half drops what the model was trained to do without: the class
+        # (null label) and/or the clean context (null context, with context_dropout)
+        on_labels = labels is not None and diffusion.num_classes > 0
+        on_context = context is not None and diffusion.context_dropout > 0
+        if not (on_labels or on_context):
+            raise ValueError("classifier-free guidance needs a class-conditional model (class labels) "
+                             "or one trained with context_dropout (and its context)")
         both = lambda v: None if v is None else torch.cat([v, v])  # noqa: E731
-        ctx = context if context is None else torch.cat([context, context])
+        lab = both(labels) if not on_labels else torch.cat([labels, torch.full_like(labels, diffusion.num_classes)])
+        ctx = both(context) if not on_context else torch.cat([context, diffusion.null_context(context)])
         kw = {k: both(v) for k, v in kw.items()}
-        pred, latents = model(both(x_t), both(gamma), torch.cat([labels, null]), both(prev_latents), ctx, **kw)
+        pred, latents = model(both(x_t), both(gamma), lab, both(prev_latents), ctx, **kw)
         cond, uncond = pred.chunk(2)
         pred, latents = (1 + guidance) * cond - guidance * uncond, latents.chunk(2)[0]
     else:
