@@ -10,7 +10,7 @@ import torch
 
 from rinkit.config import Config, modality_options
 from rinkit.diffusion import Diffusion
-from rinkit.engine import RIN, Denoiser
+from rinkit.engine import RIN, Denoiser, EstimateEmbedding
 from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
 from rinkit.registry import get_modality
@@ -24,15 +24,18 @@ def build_model(cfg: Config) -> Denoiser:
                rw_heads=m.rw_heads, latent_mlp_ratio=m.latent_mlp_ratio,
                interface_mlp_ratio=m.interface_mlp_ratio, dropout=m.dropout, drop_path=m.drop_path,
                num_classes=m.num_classes, self_cond=cfg.diffusion.self_cond_rate > 0,
-               attention=m.attention, time_scale=m.time_scale, rw_dim=m.rw_dim, init=m.init)
+               attention=m.attention, time_scale=m.time_scale, rw_dim=m.rw_dim, init=m.init,
+               write_context=m.write_context)
+    estimate = (EstimateEmbedding(modality.make_tokenizer(opts, m.interface_dim), m.interface_dim)
+                if cfg.diffusion.self_cond_x0 else None)
     return Denoiser(modality.make_tokenizer(opts, m.interface_dim), core,
-                    modality.make_detokenizer(opts, m.interface_dim))
+                    modality.make_detokenizer(opts, m.interface_dim), estimate)
 
 
 def build_diffusion(cfg: Config) -> Diffusion:
     d = cfg.diffusion
     return Diffusion(d.train_schedule, d.sample_schedule, d.pred, d.input_scale, d.self_cond_rate,
-                     d.cond_dropout, cfg.model.num_classes)
+                     d.cond_dropout, cfg.model.num_classes, d.self_cond_x0, d.context_dropout)
 
 
 def sample_shape(cfg: Config) -> tuple[int, ...]:

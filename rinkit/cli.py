@@ -128,8 +128,8 @@ def cmd_sample(args) -> int:
 
     from rinkit.config import describe_validation, modality_options
     from rinkit.registry import get_modality
-    from rinkit.sampling import (conditioning_examples, dist_context, draw_labels, generate, load_for_sampling,
-                                 sample_to_files)
+    from rinkit.sampling import (conditioning_examples, dist_context, draw_labels, generate, guided,
+                                 load_for_sampling, sample_to_files)
     to_files = bool(args.npz or args.png_dir)
     rank, world = dist_context() if to_files else (0, 1)
     model, cfg, device = load_for_sampling(args.ckpt, args.device)
@@ -145,8 +145,9 @@ def cmd_sample(args) -> int:
     except ValidationError as e:
         raise RinkitError(describe_validation(e, "sampler")) from None
     k = cfg.model.num_classes
-    if args.guidance and not k:
-        raise RinkitError("--guidance needs a class-conditional model")
+    if args.guidance and not guided(cfg):
+        raise RinkitError("--guidance needs a class-conditional model or one trained with "
+                          "diffusion.context_dropout")
     if (args.classes is not None or args.labels is not None) and not k:
         raise RinkitError("--class / --labels given but the model is unconditional")
     classes = _parse_classes(args.classes, k) if k else None

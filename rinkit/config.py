@@ -42,6 +42,9 @@ class ModelConfig(Section):
     time_scale: float = Field(1000.0, gt=0)
     # "official" = the Keras code's initialisers; "glorot" = rinkit's earlier init (docs/method.md)
     init: Literal["official", "glorot"] = "official"
+    # The write layers also attend to the interface's clean conditioning tokens (e.g. given video
+    # frames), not only to the latents; off = the paper's RIN
+    write_context: bool = False
 
     @model_validator(mode="after")
     def _check(self):
@@ -61,12 +64,21 @@ class DiffusionConfig(Section):
     input_scale: float = Field(1.0, gt=0)
     self_cond_rate: float = Field(0.9, ge=0, le=1)  # 0 = no latent self-conditioning at all
     cond_dropout: float = Field(0.0, ge=0, le=1)    # label dropout for classifier-free guidance
+    context_dropout: float = Field(0.0, ge=0, le=1)  # clean-context (e.g. given frames) dropout for guidance
+    # Also self-condition on the previous x_0 estimate (analog bits), beside the latents; off = the paper
+    self_cond_x0: bool = False
 
     @field_validator("train_schedule", "sample_schedule")
     @classmethod
     def _schedule(cls, v: str) -> str:
         parse_schedule(v)
         return v
+
+    @model_validator(mode="after")
+    def _x0(self):
+        if self.self_cond_x0 and self.self_cond_rate <= 0:
+            raise ValueError("self_cond_x0 needs self_cond_rate > 0 (the estimate comes from the first pass)")
+        return self
 
 
 class SamplerConfig(Section):

@@ -69,12 +69,17 @@ def generate(model, cfg: Config, n: int, labels: torch.Tensor | None, seed: int,
         ctx = context[i:i + b].to(device) if context is not None else None
         gens = image_generators(seed, range(start + i, start + i + b))
         x = sample(model, diffusion, (b, *shape), lab, steps=s.steps, sampler=s.name, eta=s.eta,
-                   guidance=s.guidance if cfg.model.num_classes else 0.0, ddpm_variance=s.ddpm_variance,
+                   guidance=s.guidance if guided(cfg) else 0.0, ddpm_variance=s.ddpm_variance,
                    carry_latents=carry_latents, context=ctx, generator=gens, device=device)
         out.append(x.cpu())
         if progress is not None:
             progress(b)
     return torch.cat(out) if out else torch.empty(0, *shape)
+
+
+def guided(cfg: Config) -> bool:
+    """Whether the model was trained for classifier-free guidance (labels or context dropped)."""
+    return bool(cfg.model.num_classes) or cfg.diffusion.context_dropout > 0
 
 
 def conditioning_examples(cfg: Config, n: int, labels: torch.Tensor | None = None, split: str = "test"):

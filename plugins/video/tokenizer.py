@@ -37,6 +37,11 @@ class VideoTokenizer(nn.Module):
         self.pos = PositionalEmbedding((self.slots_ctx + self.slots_pred, h // self.p, w // self.p), dim,
                                        opts.pos_emb)
 
+    @property
+    def num_cond_tokens(self) -> int:
+        """The given frames' tokens, appended last to the interface (the engine's write_context)."""
+        return self.slots_ctx * self.per_slot
+
     def embed(self, v: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, ceil(T/tp)·H'·W', D), time-major. `last` (B, 1, C, H, W), the
         last given frame, is concatenated to every frame's channels when context_concat is on."""
