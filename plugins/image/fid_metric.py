@@ -170,10 +170,11 @@ def _rows(options, data_cfg, ref, n: int, seed: int) -> dict:
 if __name__ == "__main__":  # python -m rinkit_plugins.image.fid_metric [PRESET] [N]: the protocol's rows
     import sys
 
-    from rinkit.config import load_config, modality_options
+    from rinkit.build import resolve
+    from rinkit.config import load_config
     cfg = load_config(sys.argv[1] if len(sys.argv) > 1 else "fashion-mnist", None, [])
     n = int(sys.argv[2]) if len(sys.argv) > 2 else PROTOCOL_SAMPLES
-    opts = modality_options(cfg)
+    opts = resolve(cfg).options
     print(f"reference: {reference_path(opts, cfg.data)}")
     for k, v in reference_rows(opts, cfg.data, n).items():
         print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")

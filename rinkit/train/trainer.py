@@ -28,50 +28,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rinkit.build import build_diffusion, build_model, check_backends
-from rinkit.config import Config, modality_options
+from rinkit.build import ConfigLike, Resolved, build_diffusion, build_model, check_backends, resolve
+from rinkit.config import Config
 from rinkit.contract import check as check_contract
 from rinkit.errors import RinkitError, describe, writing
-from rinkit.registry import get_dataset, get_modality
-# the sampling helpers live in rinkit.sampling; re-exported here for existing imports
-from rinkit.sampling import (  # noqa: F401
-    balanced_labels, conditioning_examples, evaluate_metrics, generate, load_for_sampling,
-    log_proxy_metrics, write_samples)
+from rinkit.evaluate.metrics import evaluate_metrics, proxy_metrics
+from rinkit.sampling import write_samples
 from rinkit.train import distributed
 from rinkit.train.checkpoint import (Checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints,
-                                     remove_stale_temps, save_checkpoint)
+                                     remove_stale_temps, rng_state, save_checkpoint, set_rng_state)
 from rinkit.train.data import StepBatchSampler
 from rinkit.train.optim import EMA, apply_update, build_optimizer, set_lr
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RinkitError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-def rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
-          "numpy_pos": int(np.random.get_state()[2]), "python": repr(random.getstate())}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            st[f"cuda{i}"] = s
-    return st
-
-
-def set_rng_state(st: dict) -> None:
-    import ast
-    if "torch" in st:
-        torch.set_rng_state(st["torch"])
-    if "numpy" in st:
-        np.random.set_state(("MT19937", np.array(json.loads(st["numpy"]), dtype=np.uint32), st["numpy_pos"], 0, 0.0))
-    if "python" in st:
-        random.setstate(ast.literal_eval(st["python"]))
-    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
-        if f"cuda{i}" in st:
-            torch.cuda.set_rng_state(st[f"cuda{i}"], i)
 
 
 _RESUME_FREE = ("init",)  # model keys that only shape the weights before step 0 (a resume loads them)
@@ -184,12 +151,13 @@ def resolve_run_dir(cfg: Config, run_dir: str | Path | None, fresh: bool) -> Pat
     return base
 
 
-def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
+def train(cfg: ConfigLike, run_dir: str | Path | None = None, resume: str | Path | None = None,
           fresh: bool = False, progress: bool = True, eval_samples: int | None = None,
           max_steps: int | None = None) -> TrainResult:
     """Train (or resume) a run; under `torchrun` every process calls this and they train one
     model together (rinkit/train/distributed.py). `max_steps` stops early (tests / interrupted runs)."""
-    info = distributed.setup(pick_device(cfg.train.device))
+    cfg = resolve(cfg)  # once: everything below reads the plugin's modality, options and dataset from it
+    info = distributed.setup(distributed.pick_device(cfg.train.device))
     try:
         return _train(cfg, info, run_dir, resume, fresh, progress, eval_samples, max_steps)
     finally:
@@ -228,7 +196,7 @@ def _tb_images(tb, paths: list[Path], step: int) -> None:
     tb.flush()
 
 
-def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, progress, eval_samples,
+def _train(cfg: Resolved, info: distributed.DistInfo, run_dir, resume, fresh, progress, eval_samples,
            max_steps) -> TrainResult:
     t_cfg = cfg.train
     device, main = info.device, info.main
@@ -241,8 +209,7 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
     micro = t_cfg.batch_size // shards
     # Rank 0 decides the run folder and the checkpoint to resume; every rank follows it.
     run = Path(distributed.broadcast_object(info, str(resolve_run_dir(cfg, run_dir, fresh)) if main else None))
-    modality, opts = get_modality(cfg.modality), modality_options(cfg)
-    ds_spec = get_dataset(cfg.modality, cfg.data.dataset)
+    modality, opts, ds_spec = cfg.impl, cfg.options, cfg.dataset
     if cfg.data.path and not ds_spec.reads_path:
         raise RinkitError(f"dataset {ds_spec.name!r} is built in and does not read data.path / --data "
                           f"({cfg.data.path}); choose a {cfg.modality} dataset that reads files, e.g. "
@@ -499,3 +466,14 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
             tb.add_scalar(f"eval/{k}", v, step)
         tb.close()
     return TrainResult(run, step, losses, last_ckpt, samples, results)
+
+
+def log_proxy_metrics(model, cfg: Resolved, device, step: int, stats) -> dict[str, float]:
+    """Run `proxy_metrics`, append {"step", ...} to stats.jsonl and print one line."""
+    from tqdm import tqdm
+    res = proxy_metrics(model, cfg, device)
+    if res:
+        stats.write(json.dumps({"step": step, **res}) + "\n")
+        stats.flush()
+        tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()) + " (proxy)")
+    return res
