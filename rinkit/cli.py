@@ -128,6 +128,9 @@ def cmd_sample(args) -> int:
     from rinkit.sampling import (conditioning_examples, draw_labels, generate, guided, load_for_sampling,
                                  sample_to_files)
     from rinkit.train.distributed import dist_context
+    from rinkit.diffusion import SAMPLERS
+    if args.sampler is not None and args.sampler not in SAMPLERS:
+        raise RinkitError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     to_files = bool(args.npz or args.png_dir)
     rank, world = dist_context() if to_files else (0, 1)
     model, cfg, device = load_for_sampling(args.ckpt, args.device)
@@ -341,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-class", type=POSITIVE_INT, default=10, help="samples per class in the grid (default 10)")
     s.add_argument("--guidance", type=FINITE, help="classifier-free guidance w (0 = none)")
     s.add_argument("--steps", type=POSITIVE_INT, help="sampling steps")
-    s.add_argument("--sampler", choices=["ddpm", "ddim"])
+    # checked against the table (rinkit.diffusion.SAMPLERS) in cmd_sample: no torch import to parse
+    s.add_argument("--sampler", metavar="NAME", help="sampler: ddpm, ddim, dpm++2m, heun, ... (default: the config's)")
     s.add_argument("--eta", type=NON_NEGATIVE, help="DDIM eta")
     s.add_argument("--seed", type=int, default=0)
     # --num-samples first: torchrun's parser rejects the bare --num as an abbreviation of --numa-binding

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from rinkit.diffusion.samplers import SAMPLERS
 from rinkit.diffusion.schedules import parse_schedule
 from rinkit.errors import RinkitError
 
@@ -81,11 +82,18 @@ class DiffusionConfig(Section):
 
 
 class SamplerConfig(Section):
-    name: Literal["ddpm", "ddim"] = "ddpm"
+    name: str = "ddpm"  # a key of rinkit.diffusion.SAMPLERS
     steps: int = Field(100, ge=1)
     eta: float = Field(0.0, ge=0)
     guidance: float = 0.0
     ddpm_variance: Literal["large", "small"] = "large"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(f"unknown sampler {v!r}; choose one of {', '.join(SAMPLERS)}")
+        return v
 
 
 class DataConfig(Section):
