@@ -8,6 +8,9 @@ from pathlib import Path
 
 from rinkit.errors import RinkitError
 
+# what PIL reads that a folder of images / frames may hold (image datasets, video frames, `rinkit eval`)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
 
 def _files(root: Path, exts) -> list[tuple[Path, int]]:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
