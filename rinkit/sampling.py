@@ -24,6 +24,7 @@ import torch
 
 from rinkit.build import ConfigLike, build_diffusion, build_model, resolve
 from rinkit.config import validate
+from rinkit.datafiles import to_uint8
 from rinkit.diffusion import sample
 from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
@@ -135,13 +136,6 @@ def load_for_sampling(path: str | Path, device: str = "auto"):
 
 
 # -- files ----------------------------------------------------------------------------------------
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Samples in [-1, 1] -> uint8; images (B, C, H, W) become NHWC (the ADM evaluator's layout),
-    other modalities keep their layout."""
-    u8 = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return (u8.permute(0, 2, 3, 1) if u8.dim() == 4 else u8).cpu().numpy()
-
 
 def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
     path = Path(path)

@@ -78,8 +78,7 @@ import zipfile  # noqa: E402
 import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from rinkit.datafiles import IMAGE_EXTENSIONS  # noqa: E402
-from rinkit.errors import RinkitError  # noqa: E402
+from rinkit.plugin import IMAGE_EXTENSIONS, RinkitError  # noqa: E402
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 

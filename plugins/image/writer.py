@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rinkit.sampling import to_uint8
+from rinkit.plugin import to_uint8
 
 
 def grid_image(samples: torch.Tensor, nrow: int, pad: int = 1, min_cell: int = 32) -> Image.Image:

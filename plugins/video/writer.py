@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rinkit.errors import RinkitError
-from rinkit.sampling import to_uint8
+from rinkit.plugin import RinkitError, to_uint8
 
 GIVEN, GENERATED = (40, 180, 60), (210, 50, 50)
 MAX_GRID, MAX_STRIP = 64, 16
