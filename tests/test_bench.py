@@ -69,5 +69,5 @@ def test_bad_model_specs_are_one_line_errors():
 
 def test_bench_cli_reports_bad_input(capsys):
     from benchmarks.cli import main
-    assert main(["bench", "--models", "transformer:xl"]) == 2
+    assert main(["--models", "transformer:xl"]) == 2
     assert "bad model 'transformer:xl'" in capsys.readouterr().err
