@@ -1,4 +1,4 @@
-"""Command line of the harness, shared by `python -m benchmarks` and `rinkit bench`. Imports no
+"""Command line of the harness, `python -m benchmarks`. Imports no
 torch at parse time, so `rinkit --help` stays fast."""
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class LocalRunner:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     def _loss(self, model):
-        return self.entry.diffusion.loss(model, model_input(self.x), self.labels)
+        return self.entry.diffusion.loss(model, self.x, self.labels)
 
     def train(self):
         self.model.train()
@@ -106,10 +106,6 @@ class LocalRunner:
 
     def close(self):
         pass
-
-
-def model_input(x):
-    return x
 
 
 def parse_models(specs: list[str], overrides: list[str], tiny: bool) -> list[tuple[str, object]]:

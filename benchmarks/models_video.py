@@ -187,14 +187,15 @@ def video_unet_entry(preset: str = "video-digits", overrides: list[str] | None =
     """A benchmarks.models.Entry for the preset's video task: the U-Net trained with the preset's
     objective and schedules, minus self-conditioning."""
     from benchmarks.models import Entry
-    from rinkit.build import build_diffusion, sample_shape
-    from rinkit.config import load_config, modality_options
+    from rinkit.build import build_diffusion, resolve
+    from rinkit.config import load_config
     from rinkit.diffusion import Diffusion
-    cfg = load_config(preset, None, list(overrides or []))
+    cfg = resolve(load_config(preset, None, list(overrides or [])))
     if cfg.modality != "video":
         raise RinkitError(f"preset {preset!r} is not a video preset (modality {cfg.modality!r})")
-    opts, d = modality_options(cfg), build_diffusion(cfg)
-    diffusion = Diffusion(d.train_schedule, d.sample_schedule, d.pred, d.b, 0.0, 0.0, 0)
+    opts, d = cfg.options, build_diffusion(cfg)
+    diffusion = Diffusion(train_schedule=d.train_schedule, sample_schedule=d.sample_schedule, pred=d.pred,
+                          input_scale=d.b, self_cond_rate=0.0)
     name = "U-Net VDM" + (f" (width {width:g})" if width != 1.0 or depth else "")
-    return Entry(name, "unet", lambda: video_unet(opts, width, depth), diffusion, sample_shape(cfg), 0,
+    return Entry(name, "unet", lambda: video_unet(opts, width, depth), diffusion, cfg.sample_shape, 0,
                  note="VDM space-time layout scaled to the preset")

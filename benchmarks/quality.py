@@ -99,7 +99,7 @@ def _image_baseline(cfg, rin: Entry, width: float = 1.0) -> Entry:
 
 
 def _image_metric(cfg) -> Metric:
-    from rinkit.config import modality_options
+    from rinkit.build import resolve
     if cfg.data.dataset == "digits":
         from rinkit_plugins.image.digits_metric import DigitsMetric
         return Metric("digits_fid", "digits-FID", None, lambda n: DigitsMetric.reference_points(n),
@@ -108,7 +108,7 @@ def _image_metric(cfg) -> Metric:
     if cfg.data.dataset not in fid_metric.DATASETS:
         raise RinkitError(f"no quality metric for image dataset {cfg.data.dataset!r}: the benchmark knows digits "
                           f"(digits-FID) and {', '.join(fid_metric.DATASETS)} (real FID)")
-    opts = modality_options(cfg)
+    opts = resolve(cfg).options
     return Metric("fid", "FID", fid_metric.PROTOCOL_SAMPLES,
                   lambda n: fid_metric.reference_rows(opts, cfg.data, n), extra=("precision", "recall"),
                   note="TF-Inception pool3 features vs the cached statistics of the whole test split; no Inception "
@@ -148,15 +148,14 @@ def models_for(preset: str, overrides: list[str], modality: str | None = None, u
     """(task, [(Entry, Config used to sample it)]) for RIN and the modality's baseline. The
     baseline's config is the preset's with self-conditioning rate 0, so the sampler builds the
     baseline's own Diffusion."""
-    from rinkit.build import build_diffusion, build_model, sample_shape
+    from rinkit.build import build_diffusion, build_model, resolve
     from rinkit.config import load_config
-    cfg = load_config(preset, None, [*([f"modality={modality}"] if modality else []), *overrides])
+    cfg = resolve(load_config(preset, None, [*([f"modality={modality}"] if modality else []), *overrides]))
     task = task_for(cfg.modality)
-    rin = Entry(f"RIN {cfg.name}", "rin", lambda: build_model(cfg), build_diffusion(cfg), sample_shape(cfg),
+    rin = Entry(f"RIN {cfg.name}", "rin", lambda: build_model(cfg), build_diffusion(cfg), cfg.sample_shape,
                 cfg.model.num_classes, note=" ".join(overrides))
     base = task.baseline(cfg, rin, unet_width)
-    base_cfg = load_config(preset, None, [*([f"modality={modality}"] if modality else []), *overrides,
-                                          "diffusion.self_cond_rate=0"])
+    base_cfg = cfg.replace(diffusion=cfg.diffusion.model_copy(update={"self_cond_rate": 0.0}))
     return task, [(rin, cfg), (base, base_cfg)]
 
 
@@ -170,8 +169,7 @@ class Training:
     def __init__(self, entry: Entry, cfg, device: torch.device, seed: int, total_steps: int):
         from torch.utils.data import DataLoader
 
-        from rinkit.config import modality_options
-        from rinkit.registry import get_dataset
+        from rinkit.build import resolve
         from rinkit.train.data import StepBatchSampler
         from rinkit.train.optim import EMA, build_optimizer
         self.entry, self.cfg, self.device, self.seed, self.total = entry, cfg, device, seed, total_steps
@@ -180,7 +178,8 @@ class Training:
         self.model = entry.build().to(device).train()
         self.ema = EMA(self.model, t.ema_decay)
         self.opt = build_optimizer(self.model, t.optimizer, t.lr, t.weight_decay, t.betas)
-        ds = get_dataset(cfg.modality, cfg.data.dataset).build(modality_options(cfg), cfg.data, "train")
+        r = resolve(cfg)
+        ds = r.dataset.build(r.options, cfg.data, "train")
         sampler = StepBatchSampler(len(ds), t.batch_size, seed, total_steps=total_steps)
         self.batches = iter(DataLoader(ds, batch_sampler=sampler, num_workers=0,
                                        generator=torch.Generator().manual_seed(seed)))
@@ -292,7 +291,8 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
               proxy_samples: int, metric: Metric, sampler_over: dict, eval_batch: int, grid_per_class: int = 0,
               save: str | Path | None = None, log=print) -> tuple[dict, tuple | None]:
     """Train one model for `total` steps, evaluating at `points` steps; (its results, its grid)."""
-    from rinkit.sampling import balanced_labels, evaluate_metrics, generate
+    from rinkit.evaluate.metrics import evaluate_metrics
+    from rinkit.sampling import balanced_labels, generate
     flops = flops_per_example(entry, cfg.train.batch_size)
     load_start = loadavg()
     run = Training(entry, cfg, device, seed, total)
@@ -458,7 +458,7 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
     """Train and evaluate RIN, then the baseline (or only those in `models`: "rin", "unet").
     Step counts: `steps` = [RIN's, baseline's], else budget x `rates` (steps/s, e.g. measured on a
     quiet machine with --calibrate), else budget x steps/s calibrated in this run."""
-    from rinkit.train.trainer import pick_device
+    from rinkit.train.distributed import pick_device
     if budget <= 0 or points < 1 or calib_steps < 1 or unet_width <= 0:
         raise RinkitError("--budget and --unet-width must be > 0, --points and --calib-steps >= 1")
     models = models or ["rin", "unet"]
@@ -554,7 +554,7 @@ def run_calibration(preset: str, overrides: list[str] | None = None, modality: s
                     command: str = "", models: list[str] | None = None, log=print) -> dict:
     """--calibrate: steps/s of RIN and the baseline (or those in `models`), alternating in this
     process, optionally after waiting for a quiet machine; written to <out>.json for later --rates."""
-    from rinkit.train.trainer import pick_device
+    from rinkit.train.distributed import pick_device
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)

@@ -9,18 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rinkit.config import Config, modality_options
+from rinkit.build import ConfigLike, resolve
 from rinkit.errors import RinkitError
 
 DEFAULT_PYTHON = "/tmp/rinpt/bin/python"
 
 
-def arch_spec(cfg: Config) -> dict:
+def arch_spec(cfg: ConfigLike) -> dict:
     """The architecture settings a user would match, from an image preset, in rin-pytorch's terms
     (the worker maps them onto its RIN(...) arguments)."""
     if cfg.modality != "image":
         raise RinkitError("rin-pytorch is an image model; give an image preset")
-    o, m = modality_options(cfg), cfg.model
+    o, m = resolve(cfg).options, cfg.model
     if o.size[0] != o.size[1]:
         raise RinkitError("rin-pytorch takes square images only")
     if isinstance(m.layers_per_block, list):
@@ -70,7 +70,7 @@ class RemoteRunner(_Remote):
     """Per-step timing (item 7(a)): train / denoise / sample ops on a fixed random batch."""
     kind = "rin-pytorch"
 
-    def __init__(self, cfg: Config, batch: int, device: str, precision: str, sample_steps: int,
+    def __init__(self, cfg: ConfigLike, batch: int, device: str, precision: str, sample_steps: int,
                  python: str | None = None):
         spec = {**arch_spec(cfg), "batch": batch, "device": device, "precision": precision,
                 "sample_steps": sample_steps}
@@ -99,7 +99,7 @@ class RemoteFit(_Remote):
     """Training on real data and sampling (item 7(b), time-to-FID): see rinpt_worker.Fit. `data`
     is an .npy of training images in [-1, 1], (N, C, H, W)."""
 
-    def __init__(self, cfg: Config, data: str | Path, batch: int, device: str, sample_steps: int,
+    def __init__(self, cfg: ConfigLike, data: str | Path, batch: int, device: str, sample_steps: int,
                  seed: int, lr: float = 1e-4, use_ddim: bool = True, python: str | None = None):
         spec = {**arch_spec(cfg), "mode": "fit", "data": str(data), "batch": batch, "device": device,
                 "sample_steps": sample_steps, "seed": seed, "lr": lr, "use_ddim": use_ddim}

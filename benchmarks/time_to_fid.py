@@ -25,7 +25,7 @@ Protocol
   rinkit trains the round's share of its steps, then rin-pytorch trains for the same measured
   seconds, so both get the same wall-clock at every evaluation and machine noise hits both. After
   each round both EMA models draw `--eval-samples` samples (same count, seed 1) and rinkit's
-  digits-FID scores both sets (`rinkit.sampling.score_samples`). Training seconds exclude
+  digits-FID scores both sets (`rinkit.evaluate.metrics.score_samples`). Training seconds exclude
   evaluation.
 * Time to FID F: the training seconds at the first evaluation with digits-FID <= F (so resolved to
   one round, budget / rounds). The headline target is the best FID both reach: the larger of the
@@ -126,11 +126,10 @@ def run(budget: float, rounds: int = 10, out: str | Path | None = None, eval_sam
     from benchmarks.models import Entry
     from benchmarks.quality import Training, calibrate, flops_per_example
     from benchmarks.rinpt import RemoteFit
-    from rinkit.build import build_diffusion, build_model, sample_shape
-    from rinkit.config import load_config, modality_options
-    from rinkit.registry import get_dataset
-    from rinkit.sampling import evaluate_metrics, score_samples
-    from rinkit.train.trainer import pick_device
+    from rinkit.build import build_diffusion, build_model, resolve
+    from rinkit.config import load_config
+    from rinkit.evaluate.metrics import evaluate_metrics, score_samples
+    from rinkit.train.distributed import pick_device
     if budget <= 0 or rounds < 1 or eval_samples < 2 or calib_steps < 1 or rinpt_lr <= 0:
         raise RinkitError("--budget and --rinpt-lr must be > 0, --rounds and --calib-steps >= 1, "
                           "--eval-samples >= 2")
@@ -139,7 +138,7 @@ def run(budget: float, rounds: int = 10, out: str | Path | None = None, eval_sam
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
-    cfg = load_config(preset, None, ["model.num_classes=0", *(overrides or [])])  # rin-pytorch: no classes
+    cfg = resolve(load_config(preset, None, ["model.num_classes=0", *(overrides or [])]))  # rin-pytorch: no classes
     if cfg.modality != "image" or cfg.data.dataset != "digits":
         raise RinkitError(f"time-to-FID needs the built-in digits (digits-FID); preset {preset!r} is "
                           f"{cfg.modality} / {cfg.data.dataset}")
@@ -149,11 +148,11 @@ def run(budget: float, rounds: int = 10, out: str | Path | None = None, eval_sam
     s = cfg.sampler
     variance = f", {s.ddpm_variance} variance" if s.name == "ddpm" else ""
     samplers = [f"rinkit {s.name.upper()} {steps} steps{variance}", f"rin-pytorch {rinpt_sampler.upper()} {steps} steps"]
-    entry = Entry(f"rinkit {cfg.name}", "rin", lambda: build_model(cfg), build_diffusion(cfg), sample_shape(cfg), 0)
+    entry = Entry(f"rinkit {cfg.name}", "rin", lambda: build_model(cfg), build_diffusion(cfg), cfg.sample_shape, 0)
     start = {"loadavg": loadavg(), "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
     with tempfile.TemporaryDirectory(prefix="rinkit-ttf-") as tmp:
-        ds = get_dataset(cfg.modality, cfg.data.dataset).build(modality_options(cfg), cfg.data, "train")
+        ds = cfg.dataset.build(cfg.options, cfg.data, "train")
         data = Path(tmp) / "train.npy"
         np.save(data, torch.stack([ds[i][0] for i in range(len(ds))]).numpy())
         theirs = RemoteFit(cfg, data, batch, str(dev), steps, seed, lr=rinpt_lr,

@@ -12,14 +12,14 @@ import torch
 
 
 def references(preset: str, clips: int, overrides: list[str]) -> dict[str, dict[str, float]]:
-    from rinkit.config import load_config, modality_options
-    from rinkit.registry import get_dataset
+    from rinkit.build import resolve
+    from rinkit.config import load_config
     from rinkit_plugins.video.metrics import MovingDigitsMetric
     torch.manual_seed(0)
-    cfg = load_config(preset, None, overrides)
-    o = modality_options(cfg)
+    cfg = resolve(load_config(preset, None, overrides))
+    o = cfg.options
     k, metric = o.context_frames, MovingDigitsMetric(o)
-    ds = get_dataset("video", "moving_digits").build(o, cfg.data, "train")
+    ds = cfg.dataset.build(o, cfg.data, "train")
     x = torch.stack([ds[i][0] for i in range(clips)])
     ctx, fut = x[:, :k], x[:, k:]
     rows = {"the true future": fut,

@@ -24,9 +24,7 @@ import argparse
 import torch
 
 from rinkit.build import build_diffusion
-from rinkit.config import modality_options
 from rinkit.diffusion import sample
-from rinkit.registry import get_dataset, get_modality
 
 GAMMAS = (0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
@@ -111,11 +109,11 @@ def handover(model, diffusion, future, k0: int):
 def run(path: str, clips: int, steps: int, seed: int = 0, split: str = "test", fig: str | None = None) -> None:
     from rinkit.sampling import load_for_sampling
     model, cfg, dev = load_for_sampling(path, "cpu")
-    diffusion, opts = build_diffusion(cfg), modality_options(cfg)
-    ds = get_dataset(cfg.modality, cfg.data.dataset).build(opts, cfg.data, split)
+    diffusion, opts = build_diffusion(cfg), cfg.options
+    ds = cfg.dataset.build(opts, cfg.data, split)
     x = torch.stack([ds[i][0] for i in range(clips)])
     labels = torch.tensor([ds[i][1] for i in range(clips)])
-    fut, ctx, _ = get_modality(cfg.modality).condition(x, opts)
+    fut, ctx, _ = cfg.impl.condition(x, opts)
     probe, b = Probe(opts, fut, labels), diffusion.b
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(fut.shape, generator=g)

@@ -1,45 +1,132 @@
-"""Config -> objects: the denoiser (plugin tokenizer + RIN core + plugin detokenizer) and the
-diffusion process. The only place that joins a modality plugin to the engine."""
+"""Config -> objects. The only place that joins a modality plugin to the engine.
+
+`resolve(cfg)` looks the modality up, validates its options with the plugin's own model and
+returns a `Resolved`: the config with its modality, options and dataset spec, made once per
+command and handed to everything downstream (trainer, sampling, contract, info, benchmarks).
+Every function that takes a config also takes a `Resolved` (and resolves a plain config
+itself), so a plugin's hooks and validators run once however many places read them.
+"""
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import shutil
 import sys
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Union
 
 import torch
+from pydantic import BaseModel, ValidationError
 
-from rinkit.config import Config, modality_options
+from rinkit.config import Config, describe_validation
 from rinkit.diffusion import Diffusion
 from rinkit.engine import RIN, Denoiser, EstimateEmbedding
 from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
-from rinkit.registry import get_modality
+from rinkit.registry import DatasetSpec, Modality, get_dataset, get_modality
 
 
-def build_model(cfg: Config) -> Denoiser:
-    modality, opts = get_modality(cfg.modality), modality_options(cfg)
-    m = cfg.model
+@dataclass(frozen=True, eq=False)
+class Resolved:
+    """A config joined to its modality plugin: `impl` the plugin's Modality, `options` its
+    validated options, `dataset` the configured DatasetSpec. Attributes it does not have are
+    the config's (`r.modality` is the name, `r.model.num_classes`, `r.to_yaml()`), so code that
+    reads a config reads this too."""
+    cfg: Config
+    impl: Modality
+    options: BaseModel
+
+    @cached_property
+    def dataset(self) -> DatasetSpec:
+        """The configured dataset's spec (looked up on first use: sampling an unconditional
+        model never needs it)."""
+        return get_dataset(self.cfg.modality, self.cfg.data.dataset)
+
+    @cached_property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.impl.sample_shape(self.options))
+
+    @property
+    def context_shape(self) -> tuple[int, ...] | None:
+        cs = self.impl.context_shape
+        return None if cs is None else tuple(cs(self.options))
+
+    def replace(self, **sections: Any) -> Resolved:
+        """The same run with other config sections (e.g. `sampler=...`); modality and options
+        cannot change this way (they would need resolving again)."""
+        if {"modality", "modality_options"} & set(sections):
+            raise ValueError("resolve() a new config to change the modality or its options")
+        return dataclasses.replace(self, cfg=self.cfg.model_copy(update=sections))
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "cfg":  # copy / pickle probe dunders before cfg exists
+            raise AttributeError(name)
+        return getattr(self.cfg, name)
+
+
+ConfigLike = Union[Config, Resolved]
+
+
+def resolve(cfg: ConfigLike, needs: dict | None = None) -> Resolved:
+    """The config's modality (`needs`: the plugin a checkpoint names, for a helpful error when it
+    is missing) and its options validated by the plugin's model; a `Resolved` is returned as is."""
+    if isinstance(cfg, Resolved):
+        return cfg
+    modality = get_modality(cfg.modality, needs=needs)
+    return Resolved(cfg, modality, _validate_options(cfg, modality))
+
+
+def _validate_options(cfg: Config, modality: Modality) -> BaseModel:
+    for key, v in _leaves(cfg.modality_options, "modality_options"):  # plugins' models may allow inf
+        if isinstance(v, float) and not math.isfinite(v):
+            raise RinkitError(f"bad config value {key}: must be a finite number (got {v!r})")
+    try:
+        return modality.options.model_validate(cfg.modality_options)
+    except ValidationError as e:
+        raise RinkitError(describe_validation(e, "modality_options",
+                                              f" for modality {cfg.modality!r}")) from None
+    except (ArithmeticError, TypeError) as e:  # a plugin validator tripping over a value (e.g. 0)
+        raise RinkitError(f"bad modality_options for {cfg.modality!r}: {type(e).__name__}: {e}") from None
+
+
+def _leaves(node: Any, prefix: str):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{prefix}.{i}")
+    else:
+        yield prefix, node
+
+
+def build_model(cfg: ConfigLike) -> Denoiser:
+    r = resolve(cfg)
+    m = r.cfg.model
     core = RIN(interface_dim=m.interface_dim, latent_dim=m.latent_dim, num_latents=m.num_latents,
                blocks=m.blocks, layers_per_block=m.layers_per_block, latent_heads=m.latent_heads,
                rw_heads=m.rw_heads, latent_mlp_ratio=m.latent_mlp_ratio,
                interface_mlp_ratio=m.interface_mlp_ratio, dropout=m.dropout, drop_path=m.drop_path,
-               num_classes=m.num_classes, self_cond=cfg.diffusion.self_cond_rate > 0,
+               num_classes=m.num_classes, self_cond=r.cfg.diffusion.self_cond_rate > 0,
                attention=m.attention, time_scale=m.time_scale, rw_dim=m.rw_dim, init=m.init,
                write_context=m.write_context)
-    estimate = (EstimateEmbedding(modality.make_tokenizer(opts, m.interface_dim), m.interface_dim)
-                if cfg.diffusion.self_cond_x0 else None)
-    return Denoiser(modality.make_tokenizer(opts, m.interface_dim), core,
-                    modality.make_detokenizer(opts, m.interface_dim), estimate)
+    make_tokenizer = lambda: r.impl.make_tokenizer(r.options, m.interface_dim)  # noqa: E731
+    estimate = EstimateEmbedding(make_tokenizer(), m.interface_dim) if r.cfg.diffusion.self_cond_x0 else None
+    return Denoiser(make_tokenizer(), core, r.impl.make_detokenizer(r.options, m.interface_dim), estimate)
 
 
-def build_diffusion(cfg: Config) -> Diffusion:
+def build_diffusion(cfg: ConfigLike) -> Diffusion:
     d = cfg.diffusion
-    return Diffusion(d.train_schedule, d.sample_schedule, d.pred, d.input_scale, d.self_cond_rate,
-                     d.cond_dropout, cfg.model.num_classes, d.self_cond_x0, d.context_dropout)
+    return Diffusion(train_schedule=d.train_schedule, sample_schedule=d.sample_schedule, pred=d.pred,
+                     input_scale=d.input_scale, self_cond_rate=d.self_cond_rate, cond_dropout=d.cond_dropout,
+                     num_classes=cfg.model.num_classes, self_cond_x0=d.self_cond_x0,
+                     context_dropout=d.context_dropout)
 
 
-def sample_shape(cfg: Config) -> tuple[int, ...]:
-    return tuple(get_modality(cfg.modality).sample_shape(modality_options(cfg)))
+def sample_shape(cfg: ConfigLike) -> tuple[int, ...]:
+    return resolve(cfg).sample_shape
 
 
 def check_backends(cfg: Config, device: torch.device) -> str:

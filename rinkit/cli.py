@@ -69,10 +69,8 @@ def _resolve_config(args):
     cfg = load_config(preset, args.config, overrides)
     if args.modality and cfg.modality != args.modality:
         raise RinkitError(f"preset/config is for modality {cfg.modality!r}, not {args.modality!r}")
-    get_modality(cfg.modality)
-    from rinkit.config import modality_options
-    modality_options(cfg)  # validate the plugin's options before anything runs
-    return cfg
+    from rinkit.build import resolve
+    return resolve(cfg)  # the plugin's options are validated before anything runs, once per command
 
 
 def cmd_train(args) -> int:
@@ -126,10 +124,13 @@ def cmd_sample(args) -> int:
     import torch
     from pydantic import ValidationError
 
-    from rinkit.config import describe_validation, modality_options
-    from rinkit.registry import get_modality
-    from rinkit.sampling import (conditioning_examples, dist_context, draw_labels, generate, guided,
-                                 load_for_sampling, sample_to_files)
+    from rinkit.config import describe_validation
+    from rinkit.sampling import (conditioning_examples, draw_labels, generate, guided, load_for_sampling,
+                                 sample_to_files)
+    from rinkit.train.distributed import dist_context
+    from rinkit.diffusion import SAMPLERS
+    if args.sampler is not None and args.sampler not in SAMPLERS:
+        raise RinkitError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     to_files = bool(args.npz or args.png_dir)
     rank, world = dist_context() if to_files else (0, 1)
     model, cfg, device = load_for_sampling(args.ckpt, args.device)
@@ -141,7 +142,7 @@ def cmd_sample(args) -> int:
                               "guidance": args.guidance, "ddpm_variance": args.ddpm_variance}.items()
             if v is not None}
     try:
-        cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_validate({**cfg.sampler.model_dump(), **over})})
+        cfg = cfg.replace(sampler=cfg.sampler.model_validate({**cfg.sampler.model_dump(), **over}))
     except ValidationError as e:
         raise RinkitError(describe_validation(e, "sampler")) from None
     k = cfg.model.num_classes
@@ -186,7 +187,7 @@ def cmd_sample(args) -> int:
     ckpt_path = Path(args.ckpt)
     run_dir = ckpt_path.parent.parent if ckpt_path.is_file() else ckpt_path
     out = Path(args.out) if args.out else run_dir / f"samples-{args.seed}"
-    for p in get_modality(cfg.modality).write_samples(x, labels, out, modality_options(cfg), context=context):
+    for p in cfg.impl.write_samples(x, labels, out, cfg.options, context=context):
         print(f"samples: {p}")
     return 0
 
@@ -197,7 +198,7 @@ def cmd_eval(args) -> int:
         raise RinkitError("give the images: rinkit eval SAMPLES --ref REF (or rinkit eval REAL --make-ref OUT)")
     if not args.make_ref and not args.ref:
         raise RinkitError("give --ref (reference statistics .npz, or real images as .npz / folder) or --make-ref OUT")
-    from rinkit.train.trainer import pick_device
+    from rinkit.train.distributed import pick_device
 
     def net():  # loaded once the inputs have passed their checks; one line and exit 2 when absent
         return load_inception(args.inception, pick_device(args.device))
@@ -279,15 +280,6 @@ def cmd_check(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    # The harness ships with the source tree (benchmarks/ next to rinkit/), not in the wheel.
-    if not hasattr(args, "batch"):
-        raise RinkitError("`rinkit bench` needs the source checkout (benchmarks/ is not installed); "
-                          "run it from a clone of the repository")
-    from benchmarks.harness import run_args
-    return run_args(args, "rinkit " + " ".join(sys.argv[1:]))
-
-
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     """Columns padded to their longest cell (the last one, a description, is not padded)."""
     rows = [header, *rows]
@@ -328,20 +320,6 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def _add_bench_arguments(b) -> None:
-    # benchmarks/ may not be importable yet when the parser is built: same lazy path as cmd_bench
-    try:
-        from benchmarks.cli import add_arguments
-    except ImportError:
-        root = Path(__file__).resolve().parents[1]
-        if not (root / "benchmarks" / "cli.py").is_file():
-            b.add_argument("rest", nargs=argparse.REMAINDER)
-            return
-        sys.path.insert(0, str(root))
-        from benchmarks.cli import add_arguments
-    add_arguments(b)
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="rinkit", description="Recurrent Interface Networks for any modality")
     ap.add_argument("--debug", action="store_true", help="show the traceback of any failure (or RINKIT_DEBUG=1)")
@@ -366,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-class", type=POSITIVE_INT, default=10, help="samples per class in the grid (default 10)")
     s.add_argument("--guidance", type=FINITE, help="classifier-free guidance w (0 = none)")
     s.add_argument("--steps", type=POSITIVE_INT, help="sampling steps")
-    s.add_argument("--sampler", choices=["ddpm", "ddim"])
+    # checked against the table (rinkit.diffusion.SAMPLERS) in cmd_sample: no torch import to parse
+    s.add_argument("--sampler", metavar="NAME", help="sampler: ddpm, ddim, dpm++2m, heun, ... (default: the config's)")
     s.add_argument("--eta", type=NON_NEGATIVE, help="DDIM eta")
     s.add_argument("--seed", type=int, default=0)
     # --num-samples first: torchrun's parser rejects the bare --num as an abbreviation of --numa-binding
@@ -415,10 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-writer", action="store_true", help="skip write_samples")
     c.add_argument("--no-metrics", action="store_true", help="skip the metrics")
     c.set_defaults(func=cmd_check)
-
-    b = sub.add_parser("bench", help="benchmark RIN against ADM U-Nets / rin-pytorch (see benchmarks/RESULTS.md)")
-    _add_bench_arguments(b)
-    b.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plugins", help="list registered plugins, modalities, datasets, metrics, presets")
     p.set_defaults(func=cmd_plugins)

@@ -6,7 +6,6 @@ and validated by the same models, so a wrong key or value is one line naming it.
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from rinkit.diffusion.samplers import SAMPLERS
 from rinkit.diffusion.schedules import parse_schedule
 from rinkit.errors import RinkitError
 
@@ -82,11 +82,18 @@ class DiffusionConfig(Section):
 
 
 class SamplerConfig(Section):
-    name: Literal["ddpm", "ddim"] = "ddpm"
+    name: str = "ddpm"  # a key of rinkit.diffusion.SAMPLERS
     steps: int = Field(100, ge=1)
     eta: float = Field(0.0, ge=0)
     guidance: float = 0.0
     ddpm_variance: Literal["large", "small"] = "large"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(f"unknown sampler {v!r}; choose one of {', '.join(SAMPLERS)}")
+        return v
 
 
 class DataConfig(Section):
@@ -278,27 +285,7 @@ def load_config(preset: str | None = None, path: str | None = None,
 
 
 def modality_options(cfg: Config):
-    """Validate `modality_options` with the plugin's own model."""
-    from rinkit.registry import get_modality
-    modality = get_modality(cfg.modality)
-    for key, v in _leaves(cfg.modality_options, "modality_options"):  # plugins' models may allow inf
-        if isinstance(v, float) and not math.isfinite(v):
-            raise RinkitError(f"bad config value {key}: must be a finite number (got {v!r})")
-    try:
-        return modality.options.model_validate(cfg.modality_options)
-    except ValidationError as e:
-        raise RinkitError(describe_validation(e, "modality_options",
-                                              f" for modality {cfg.modality!r}")) from None
-    except (ArithmeticError, TypeError) as e:  # a plugin validator tripping over a value (e.g. 0)
-        raise RinkitError(f"bad modality_options for {cfg.modality!r}: {type(e).__name__}: {e}") from None
-
-
-def _leaves(node: Any, prefix: str):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _leaves(v, f"{prefix}.{k}")
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            yield from _leaves(v, f"{prefix}.{i}")
-    else:
-        yield prefix, node
+    """The config's `modality_options` validated by the plugin's own model (`rinkit.build.resolve`
+    does it; this is its `.options`)."""
+    from rinkit.build import resolve
+    return resolve(cfg).options

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rinkit.config import Config, modality_options
+from rinkit.build import ConfigLike, resolve
 from rinkit.errors import RinkitError
-from rinkit.registry import Modality, get_dataset, get_modality, owner
+from rinkit.registry import Modality, owner
 
 BATCH = 4  # examples for the shape, writer and metric checks
 # Round trip: a fresh tokenizer/detokenizer pair is fitted as an autoencoder on uniform noise of
@@ -65,11 +65,11 @@ def _shape(t) -> str:
 
 
 class _Checker:
-    def __init__(self, cfg: Config, device: torch.device | str = "cpu"):
-        self.cfg, self.device = cfg, torch.device(device)
-        self.modality: Modality = get_modality(cfg.modality)
-        self.owner = owner("modality", cfg.modality)
-        self.opts = modality_options(cfg)
+    def __init__(self, cfg: ConfigLike, device: torch.device | str = "cpu"):
+        self.cfg, self.device = resolve(cfg), torch.device(device)
+        self.modality: Modality = self.cfg.impl
+        self.owner = owner("modality", self.cfg.modality)
+        self.opts = self.cfg.options
         self.results: list[Check] = []
 
     # one line: who, which hook, expected vs got
@@ -152,7 +152,7 @@ class _Checker:
 
     def data(self, dataset, n: int):
         """n items spread over the dataset -> (x, labels, target, context)."""
-        spec = get_dataset(self.cfg.modality, self.cfg.data.dataset)
+        spec = self.cfg.dataset
         who, hook = owner("dataset", (spec.modality, spec.name)), f"rinkit_datasets '{spec.modality}/{spec.name}'"
         if dataset is None:
             with self.calling("build", who, hook):
@@ -268,7 +268,7 @@ class _Checker:
             return f"{len(out)} file(s): " + ", ".join(Path(p).name for p in out[:3]) + (" ..." if len(out) > 3 else "")
 
     def metrics(self, x, labels, context) -> list[str]:
-        from rinkit.sampling import _takes_context, metric_specs
+        from rinkit.evaluate.metrics import metric_specs, takes_context
         seen: dict[str, tuple[str, object]] = {}
         out = []
         for spec in metric_specs(self.cfg):
@@ -277,7 +277,7 @@ class _Checker:
             with self.calling("build", who, hook):
                 fn = spec.build(self.opts, self.cfg.data)
             with self.calling("result", who, hook):
-                kw = {"context": context} if context is not None and _takes_context(fn) else {}
+                kw = {"context": context} if context is not None and takes_context(fn) else {}
                 res = fn(x.clamp(-1, 1).cpu(), labels, **kw)
             if not isinstance(res, Mapping):
                 raise self.fail("result", f"expected dict[str, float], got {type(res).__name__}", who, hook)
@@ -309,7 +309,7 @@ def _own_rng(device: torch.device):
         random.setstate(py_state)
 
 
-def check_shapes(cfg: Config, batch: int = 2) -> list[Check]:
+def check_shapes(cfg: ConfigLike, batch: int = 2) -> list[Check]:
     """The data-free part on the meta device: sample_shape, tokenizer (B, N, D) and a detokenizer
     output of exactly the input's shape. Costs nothing, for any model size."""
     c = _Checker(cfg, "meta")
@@ -323,7 +323,7 @@ def check_shapes(cfg: Config, batch: int = 2) -> list[Check]:
     return c.results
 
 
-def check(cfg: Config, dataset=None, device: torch.device | str = "cpu", *, writer: bool = True,
+def check(cfg: ConfigLike, dataset=None, device: torch.device | str = "cpu", *, writer: bool = True,
           metrics: bool = True) -> list[Check]:
     """The whole contract on a few examples of the configured dataset (`dataset` if already built).
     Raises ContractError (one line) on the first violation; returns what was checked."""

@@ -1,4 +1,4 @@
-"""Folder datasets for any modality plugin: class sub-folders as labels and a train/test split.
+"""Data files for any modality plugin. Folder datasets: class sub-folders as labels and a train/test split.
 
 `root/train/` + `root/test/` are used as given; otherwise every 10th file of each class is held
 out for the test split (deterministic, by sorted name)."""
@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from rinkit.errors import RinkitError
+
+# what PIL reads that a folder of images / frames may hold (image datasets, video frames, `rinkit eval`)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def _files(root: Path, exts) -> list[tuple[Path, int]]:
@@ -36,3 +42,10 @@ def labelled_files(path: str | None, exts, split: str, what: str) -> list[tuple[
     if not files:
         raise RinkitError(f"no {'/'.join(exts)} files for the {split} split under {root}")
     return files
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Samples in [-1, 1] -> uint8; images (B, C, H, W) become NHWC (the ADM evaluator's layout),
+    other modalities keep their layout."""
+    u8 = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return (u8.permute(0, 2, 3, 1) if u8.dim() == 4 else u8).cpu().numpy()

@@ -9,9 +9,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rinkit.build import build_model, sample_shape
-from rinkit.config import Config, modality_options
-from rinkit.registry import get_modality
+from rinkit.build import ConfigLike, build_model, resolve
 
 
 def parameter_breakdown(model) -> dict[str, int]:
@@ -30,20 +28,20 @@ def parameter_breakdown(model) -> dict[str, int]:
     return parts
 
 
-def model_info(cfg: Config) -> dict:
+def model_info(cfg: ConfigLike) -> dict:
+    cfg = resolve(cfg)
     if cfg.model.attention == "xformers":  # FLOPs are the maths, not the kernel (and xformers has no meta kernel)
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"attention": "sdpa"})})
+        cfg = cfg.replace(model=cfg.model.model_copy(update={"attention": "sdpa"}))
     with torch.device("meta"):
         model = build_model(cfg)
     model.eval()
-    shape = sample_shape(cfg)
-    modality = get_modality(cfg.modality)
+    shape = cfg.sample_shape
     x = torch.zeros(1, *shape, device="meta")
     gamma = torch.full((1,), 0.5, device="meta")
     labels = torch.zeros(1, dtype=torch.long, device="meta") if cfg.model.num_classes else None
     context = None
-    if modality.condition is not None:
-        context = torch.zeros(1, *modality.context_shape(modality_options(cfg)), device="meta")
+    if cfg.context_shape is not None:
+        context = torch.zeros(1, *cfg.context_shape, device="meta")
     with torch.no_grad():
         tokens = model.tokenizer(x, context)
         tokens = tokens[0] if isinstance(tokens, tuple) else tokens  # (tokens, state) tokenizers

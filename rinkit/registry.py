@@ -30,7 +30,6 @@ import importlib.resources
 import os
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,99 +38,12 @@ import pluggy
 from pydantic import BaseModel
 
 from rinkit.errors import RinkitError
-
-PROJECT = "rinkit"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
+# the hook markers, specifications and plugin types live in rinkit.hookspec (plugins: rinkit.plugin)
+from rinkit.hookspec import PROJECT, DatasetSpec, HookSpecs, MetricSpec, Modality, hookimpl, hookspec  # noqa: F401
 
 ENV_DISABLE = "RINKIT_DISABLE_PLUGINS"
 ENV_NO_AUTOLOAD = "RINKIT_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "RINKIT_PLUGINS"
-
-
-@dataclass
-class Modality:
-    """What a modality supplies. `options` is a pydantic model of its settings (patch size, image
-    size...); configs carry them as `modality_options` and the plugin validates them.
-
-    make_tokenizer(options, interface_dim) -> nn.Module: forward(x, context) -> (B, N, D) tokens
-        with D = interface_dim, or (tokens, state) when the detokenizer needs per-example state
-        from the input (e.g. the grouping of a point cloud); state is then passed as the
-        detokenizer's third argument
-    make_detokenizer(options, interface_dim) -> nn.Module: forward(tokens, context[, state]) ->
-        a tensor of exactly the input's shape (B, *sample_shape): no broadcasting
-    sample_shape(options) -> per-example shape of the data (what the sampler draws noise for)
-    write_samples(samples, labels, path, options, context=None) -> list of the files written;
-        samples (B, *sample_shape) in [-1, 1], labels (B,) or None, `path` a stem without
-        suffix (write `path.with_suffix(".png")`, or files in a folder `path/`)
-    condition(x, options) -> (target, context, loss_mask), for modalities that condition on part
-        of a clean example (e.g. given video frames): `target` is what the model generates (its
-        shape is sample_shape), `context` is passed clean to the tokenizer/detokenizer, and
-        `loss_mask` (or None) restricts the loss. None means the whole example is generated.
-    context_shape(options) -> per-example shape of `context` (required with `condition`).
-    default_preset: the preset `rinkit train --modality NAME` uses (rinkit's or one the plugin
-        ships through `rinkit_presets`).
-    invertible: the detokenizer can undo the tokenizer (a patch embedding and its un-patchify);
-        the contract check then fits the pair briefly and requires detokenize(tokenize(x)) ~ x,
-        which catches a detokenizer that puts values back in the wrong places.
-    """
-    name: str
-    description: str
-    options: type[BaseModel]
-    make_tokenizer: Callable[[Any, int], Any]
-    make_detokenizer: Callable[[Any, int], Any]
-    sample_shape: Callable[[Any], tuple[int, ...]]
-    write_samples: Callable[..., list[Path]]
-    default_preset: str | None = None
-    condition: Callable[[Any, Any], tuple[Any, Any, Any]] | None = None
-    context_shape: Callable[[Any], tuple[int, ...]] | None = None
-    invertible: bool = False
-
-
-@dataclass
-class DatasetSpec:
-    """build(options, data_config, split) -> a map-style dataset of (x, label) with x a float
-    tensor in [-1, 1] shaped like sample_shape(options) and label an int (0 if unlabelled).
-    split is "train" or "test". `reads_path=False` marks a dataset that is generated or built in:
-    a data.path given with it is an error instead of being silently ignored."""
-    modality: str
-    name: str
-    description: str
-    build: Callable[..., Any]
-    num_classes: int = 0
-    reads_path: bool = True
-
-
-@dataclass
-class MetricSpec:
-    """build(options, data_config) -> callable(samples, labels) -> dict[str, float]. For modalities
-    with `condition`, a callable that takes a `context` keyword also receives the given data.
-    `tags`: the dataset names the metric applies to (empty = every dataset of the modality).
-    Keys must be unique across the metrics of a modality."""
-    modality: str
-    name: str
-    description: str
-    build: Callable[..., Any]
-    tags: tuple[str, ...] = field(default_factory=tuple)
-
-
-class HookSpecs:
-    @hookspec
-    def rinkit_modalities(self) -> list[Modality]:
-        """Return the modalities this plugin provides."""
-
-    @hookspec
-    def rinkit_datasets(self) -> list[DatasetSpec]:
-        """Return datasets this plugin provides (for any modality)."""
-
-    @hookspec
-    def rinkit_metrics(self) -> list[MetricSpec]:
-        """Return quality metrics this plugin provides (for any modality)."""
-
-    @hookspec
-    def rinkit_presets(self) -> list[Path]:
-        """Return YAML preset files shipped with this plugin (the file's stem is the preset's
-        name); `package_presets(__name__)` lists a package's `configs/*.yaml`."""
 
 
 HOOKS = {"rinkit_modalities": Modality, "rinkit_datasets": DatasetSpec, "rinkit_metrics": MetricSpec,
@@ -235,7 +147,7 @@ def _hook_problem(pm: pluggy.PluginManager, plugin: object) -> str | None:
         if attr.startswith(f"{PROJECT}_") and callable(getattr(plugin, attr, None)) \
                 and pm.parse_hookimpl_opts(plugin, attr) is None:
             if attr in HOOKS:
-                return f"{attr} is not marked @hookimpl (from rinkit.registry import hookimpl)"
+                return f"{attr} is not marked @hookimpl (from rinkit.plugin import hookimpl)"
             close = difflib.get_close_matches(attr, HOOKS, n=1)
             return f"{attr} is not a rinkit hook{f'; did you mean {close[0]}?' if close else ''}"
     return None

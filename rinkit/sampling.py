@@ -10,8 +10,8 @@ NHWC and, for class-conditional models, `arr_1` the labels (guided-diffusion's s
 writes the same two arrays). Under `torchrun` each rank samples a contiguous slice of the indices,
 writes a shard, and rank 0 merges the shards in index order.
 
-This module also owns the helpers the trainer uses for its sample grids and metrics
-(`generate`, `write_samples`, `evaluate_metrics`, ...); rinkit.train.trainer re-exports them.
+The trainer's sample grids use `generate` / `write_samples` from here; running the metrics on
+samples is rinkit.evaluate.metrics.
 """
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rinkit.build import build_diffusion, build_model, sample_shape
-from rinkit.config import Config, modality_options, validate
+from rinkit.build import ConfigLike, build_diffusion, build_model, resolve
+from rinkit.config import validate
+from rinkit.datafiles import to_uint8
 from rinkit.diffusion import sample
 from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
-from rinkit.registry import get_dataset, get_modality, metrics, owner
+from rinkit.train.distributed import dist_context, pick_device
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -53,14 +54,14 @@ def balanced_labels(n_per_class: int, num_classes: int, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model, cfg: Config, n: int, labels: torch.Tensor | None, seed: int, device,
+def generate(model, cfg: ConfigLike, n: int, labels: torch.Tensor | None, seed: int, device,
              batch_size: int = 256, context: torch.Tensor | None = None, start: int = 0,
              progress=None, carry_latents: bool | None = None, **sampler_overrides) -> torch.Tensor:
     """n samples (images start .. start+n-1 of seed `seed`) with the config's sampler, whose
     fields (name, steps, eta, guidance, ddpm_variance) may be overridden. `labels` and `context`
     hold the n examples' labels / clean conditioning. `progress(k)` is called after each batch
     of k samples. Returns data in [-1, 1] on the CPU."""
-    diffusion, shape = build_diffusion(cfg), sample_shape(cfg)
+    diffusion, shape = build_diffusion(cfg), resolve(cfg).sample_shape
     s = cfg.sampler.model_copy(update=sampler_overrides)
     out = []
     for i in range(0, n, batch_size):
@@ -77,19 +78,18 @@ def generate(model, cfg: Config, n: int, labels: torch.Tensor | None, seed: int,
     return torch.cat(out) if out else torch.empty(0, *shape)
 
 
-def guided(cfg: Config) -> bool:
+def guided(cfg: ConfigLike) -> bool:
     """Whether the model was trained for classifier-free guidance (labels or context dropped)."""
     return bool(cfg.model.num_classes) or cfg.diffusion.context_dropout > 0
 
 
-def conditioning_examples(cfg: Config, n: int, labels: torch.Tensor | None = None, split: str = "test"):
+def conditioning_examples(cfg: ConfigLike, n: int, labels: torch.Tensor | None = None, split: str = "test"):
     """For modalities that condition on clean data (e.g. given video frames): the contexts of n
     held-out examples (of the requested labels where given), else None."""
-    modality = get_modality(cfg.modality)
-    if modality.condition is None:
+    r = resolve(cfg)
+    if r.impl.condition is None:
         return None
-    opts = modality_options(cfg)
-    ds = get_dataset(cfg.modality, cfg.data.dataset).build(opts, cfg.data, split)
+    ds = r.dataset.build(r.options, r.cfg.data, split)
     if labels is None:
         idx = [i % len(ds) for i in range(n)]
     else:
@@ -103,91 +103,25 @@ def conditioning_examples(cfg: Config, n: int, labels: torch.Tensor | None = Non
             idx.append(pool[seen.get(lab, 0) % len(pool)])
             seen[lab] = seen.get(lab, 0) + 1
     x = torch.stack([ds[i][0] for i in idx])
-    return modality.condition(x, opts)[1]
+    return r.impl.condition(x, r.options)[1]
 
 
-def write_samples(model, cfg: Config, path: Path, device, seed: int = 0, per_class: int = 10) -> list[Path]:
-    modality = get_modality(cfg.modality)
+def write_samples(model, cfg: ConfigLike, path: Path, device, seed: int = 0, per_class: int = 10) -> list[Path]:
+    cfg = resolve(cfg)
     k = cfg.model.num_classes
     labels = balanced_labels(per_class, k, device) if k else None
     n = per_class * k if k else 64
     context = conditioning_examples(cfg, n, labels.cpu() if labels is not None else None)
     x = generate(model, cfg, n, labels, seed, device, context=context)
-    return modality.write_samples(x, labels.cpu() if labels is not None else None, path,
-                                  modality_options(cfg), context=context)
-
-
-def metric_specs(cfg: Config) -> list:
-    return [m for m in metrics(cfg.modality).values() if not m.tags or cfg.data.dataset in m.tags]
-
-
-def evaluate_metrics(model, cfg: Config, n: int, device, seed: int = 1, batch_size: int = 256,
-                     carry_latents: bool | None = None, **sampler_overrides) -> dict[str, float]:
-    """Every metric registered for this modality and dataset, on n EMA samples (class-balanced
-    labels for conditional models); sampler fields may be overridden (the NFE study does)."""
-    specs = metric_specs(cfg)
-    if not specs or n <= 0:
-        return {}
-    k = cfg.model.num_classes
-    labels = balanced_labels(-(-n // k), k, "cpu")[:n] if k else None
-    context = conditioning_examples(cfg, n, labels)
-    x = generate(model, cfg, n, labels, seed, device, batch_size=batch_size, context=context,
-                 carry_latents=carry_latents, **sampler_overrides)
-    return score_samples(cfg, x, labels, context)
-
-
-def score_samples(cfg: Config, x: torch.Tensor, labels: torch.Tensor | None = None,
-                  context: torch.Tensor | None = None) -> dict[str, float]:
-    """Every metric registered for this modality and dataset on given samples in [-1, 1] (from
-    this model or another library's: benchmarks.time_to_fid scores rin-pytorch's this way)."""
-    specs = metric_specs(cfg)
-    out: dict[str, float] = {}
-    opts = modality_options(cfg)
-    by: dict[str, str] = {}
-    for spec in specs:
-        fn = spec.build(opts, cfg.data)
-        # conditional modalities' metrics also see the given data (e.g. video frames), if they take it
-        kw = {"context": context} if context is not None and _takes_context(fn) else {}
-        res = fn(x, labels, **kw)
-        name = f"'{spec.modality}/{spec.name}' ({owner('metric', (spec.modality, spec.name))})"
-        for key in res:
-            if key in by:  # never let one metric's number silently replace another's
-                raise RinkitError(f"metrics {by[key]} and {name} both return the key {key!r}; one must rename it")
-            by[key] = name
-        out.update(res)
-    return out
-
-
-def _takes_context(fn) -> bool:
-    import inspect
-    try:
-        return "context" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def proxy_label(n: int) -> str:
-    """'2k' for 2000 samples, '300' for 300: the suffix of a proxy metric (FID-2k)."""
-    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
-
-
-def proxy_metrics(model, cfg: Config, device) -> dict[str, float]:
-    """The in-training proxy: the registered metrics on `train.metric_samples` samples with
-    `train.metric_steps` sampling steps, keys suffixed with the sample count ("digits_fid-500")
-    so nobody mistakes them for a 50k-sample evaluation."""
-    t = cfg.train
-    over = {"steps": t.metric_steps} if t.metric_steps else {}
-    res = evaluate_metrics(model, cfg, t.metric_samples, device, seed=1, **over)
-    return {f"{k}-{proxy_label(t.metric_samples)}": v for k, v in res.items()}
+    return cfg.impl.write_samples(x, labels.cpu() if labels is not None else None, path,
+                                      cfg.options, context=context)
 
 
 def load_for_sampling(path: str | Path, device: str = "auto"):
-    """Checkpoint -> (EMA denoiser in eval mode, its Config, device)."""
+    """Checkpoint -> (EMA denoiser in eval mode, its resolved config, device)."""
     from rinkit.train.checkpoint import load_checkpoint
-    from rinkit.train.trainer import pick_device
     ckpt = load_checkpoint(path, weights_only=True)
-    cfg = validate(ckpt.config)
-    get_modality(cfg.modality, needs=ckpt.plugin)  # a missing plugin: which package to install
+    cfg = resolve(validate(ckpt.config), needs=ckpt.plugin)  # a missing plugin: which package to install
     dev = pick_device(device)
     if cfg.model.attention == "xformers" and (why := xformers_unavailable(dev)):
         # the kernel is an implementation detail of the same maths: say so, sample with SDPA
@@ -202,13 +136,6 @@ def load_for_sampling(path: str | Path, device: str = "auto"):
 
 
 # -- files ----------------------------------------------------------------------------------------
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Samples in [-1, 1] -> uint8; images (B, C, H, W) become NHWC (the ADM evaluator's layout),
-    other modalities keep their layout."""
-    u8 = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return (u8.permute(0, 2, 3, 1) if u8.dim() == 4 else u8).cpu().numpy()
-
 
 def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
     path = Path(path)
@@ -239,19 +166,7 @@ def write_png_folder(folder: str | Path, images: np.ndarray, start: int = 0) -> 
         Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(folder / f"{start + j:06d}.png")
 
 
-# -- distributed ----------------------------------------------------------------------------------
-
-def dist_context() -> tuple[int, int]:
-    """(rank, world size); under torchrun, joins the process group (gloo on CPU, nccl on GPU)."""
-    import torch.distributed as dist
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size()
-
+# -- shards ---------------------------------------------------------------------------------------
 
 def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
     """Contiguous [start, stop) of the n indices for this rank (sizes differ by at most one)."""
@@ -278,7 +193,7 @@ class _Progress:
             self.bar.close()
 
 
-def sample_to_files(model, cfg: Config, n: int, seed: int, device, *, npz: str | Path | None = None,
+def sample_to_files(model, cfg: ConfigLike, n: int, seed: int, device, *, npz: str | Path | None = None,
                     png_dir: str | Path | None = None, labels: torch.Tensor | None = None,
                     classes: list[int] | None = None, batch_size: int = 256, progress: bool = True,
                     carry_latents: bool | None = None, **sampler_overrides) -> dict:
@@ -339,16 +254,3 @@ def merge_shards(final: Path, world: int) -> Path:
     for s in shards:
         s.unlink()
     return path
-
-
-def log_proxy_metrics(model, cfg: Config, device, step: int, stats) -> dict[str, float]:
-    """Run `proxy_metrics`, append {"step", ...} to stats.jsonl and print one line."""
-    import json
-
-    from tqdm import tqdm
-    res = proxy_metrics(model, cfg, device)
-    if res:
-        stats.write(json.dumps({"step": step, **res}) + "\n")
-        stats.flush()
-        tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()) + " (proxy)")
-    return res

@@ -67,7 +67,7 @@ def test_bad_model_specs_are_one_line_errors():
             rinpt_python="/nonexistent/python", log=lambda s: None)
 
 
-def test_rinkit_bench_cli_reports_bad_input(capsys):
-    from rinkit.cli import main
-    assert main(["bench", "--models", "transformer:xl"]) == 2
+def test_bench_cli_reports_bad_input(capsys):
+    from benchmarks.cli import main
+    assert main(["--models", "transformer:xl"]) == 2
     assert "bad model 'transformer:xl'" in capsys.readouterr().err

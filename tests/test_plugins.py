@@ -155,3 +155,23 @@ def test_stem_norm_can_be_turned_off():
     x = torch.randn(2, 1, 8, 8)
     off.pos.learned.data.zero_()
     torch.testing.assert_close(off(2 * x), 2 * off(x) - off.patch.bias)  # linear in x without the LN
+
+
+def test_plugins_import_only_the_public_plugin_module():
+    """Built-in plugins and the example third-party plugin reach rinkit through rinkit.plugin
+    alone (the example is installed and trained as a third-party package in test_plugin_safety)."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    files = [*(root / "plugins").rglob("*.py"), *(root / "examples" / "rinkit-timeseries" / "rinkit_timeseries").rglob("*.py")]
+    assert len(files) > 20
+    bad = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            bad += [f"{f.relative_to(root)}: {n}" for n in names
+                    if n.split(".")[0] == "rinkit" and n != "rinkit.plugin"]
+    assert not bad, bad
+    import rinkit.plugin
+    assert all(hasattr(rinkit.plugin, n) for n in rinkit.plugin.__all__)

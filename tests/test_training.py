@@ -9,7 +9,8 @@ from rinkit.errors import RinkitError
 from rinkit.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from rinkit.train.data import StepBatchSampler
 from rinkit.train.optim import EMA, build_optimizer, lr_factor
-from rinkit.train.trainer import load_for_sampling, train
+from rinkit.sampling import load_for_sampling
+from rinkit.train.trainer import train
 
 
 def test_gradients_reach_every_parameter(tiny_cfg):

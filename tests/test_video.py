@@ -126,7 +126,8 @@ def test_motion_score_separates_real_tracks_from_broken_ones():
 
 def test_short_training_run_lowers_the_loss_and_writes_videos(tmp_path):
     from rinkit.build import build_diffusion
-    from rinkit.train.trainer import load_for_sampling, train
+    from rinkit.sampling import load_for_sampling
+    from rinkit.train.trainer import train
     cfg = tiny("train.steps=60", "train.lr=3e-3")
     o = modality_options(cfg)
     ds = get_dataset("video", "moving_digits").build(o, cfg.data, "test")

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rinkit.datafiles import labelled_files
-from rinkit.errors import RinkitError
+from rinkit.plugin import RinkitError, labelled_files
 
 CLASSES = ("note", "chord", "arpeggio", "drums")
 SIZES = {"train": 1024, "test": 256}

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rinkit.evaluate.frechet import frechet_distance, frechet_distance_features, gaussian_stats
+from rinkit.plugin import frechet_distance, frechet_distance_features, gaussian_stats
 
 FEATURES = 64
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rinkit.errors import RinkitError
+from rinkit.plugin import RinkitError
 
 ENV = "RINKIT_VGGISH_WEIGHTS"
 SR, WIN, HOP, FFT, MELS, FRAMES = 16000, 400, 160, 512, 64, 96

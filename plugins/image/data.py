@@ -78,9 +78,8 @@ import zipfile  # noqa: E402
 import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from rinkit.errors import RinkitError  # noqa: E402
+from rinkit.plugin import IMAGE_EXTENSIONS, RinkitError  # noqa: E402
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 
 
@@ -261,7 +260,7 @@ def image_folder(options, data_cfg, split: str = "train") -> ImageFileDataset:
     `root` (no class folders) -> unconditional (label 0). `root/train` and `root/test|val` are
     used for the splits when present."""
     root = _split_dir(_need_path(data_cfg, "an image folder"), split)
-    is_img = lambda p: p.is_file() and p.suffix.lower() in IMAGE_EXTS  # noqa: E731
+    is_img = lambda p: p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS  # noqa: E731
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and d.name not in ("train", "test", "val"))
     class_dirs = [d for d in class_dirs if any(is_img(p) for p in d.rglob("*"))]
     if class_dirs:
@@ -270,7 +269,7 @@ def image_folder(options, data_cfg, split: str = "train") -> ImageFileDataset:
     else:
         items, classes = [(p, 0) for p in sorted(root.iterdir()) if is_img(p)], None
     if not items:
-        raise RinkitError(f"no images ({', '.join(IMAGE_EXTS)}) in {root}")
+        raise RinkitError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {root}")
     return ImageFileDataset(items, options, data_cfg, split, classes)
 
 
@@ -494,7 +493,7 @@ def _scan_shard(shard: Path) -> tuple[dict, dict, str]:
                         continue
                     key, _, ext = m.name.partition(".")
                     ext = "." + ext.lower()
-                    if ext in IMAGE_EXTS:
+                    if ext in IMAGE_EXTENSIONS:
                         images[key] = (str(shard), m.name, m.offset_data, m.size)
                     elif ext in (".cls", ".label"):
                         f.seek(m.offset_data)

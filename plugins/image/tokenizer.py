@@ -10,8 +10,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from rinkit.engine.positions import OFFICIAL_MAX_COORD, sincos_grid
-from rinkit.engine.rin import layer_norm
+from rinkit.plugin import OFFICIAL_MAX_COORD, layer_norm, sincos_grid
 
 
 class PositionalEmbedding(nn.Module):

@@ -7,11 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8 (the ADM evaluator's layout)."""
-    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+from rinkit.plugin import to_uint8
 
 
 def grid_image(samples: torch.Tensor, nrow: int, pad: int = 1, min_cell: int = 32) -> Image.Image:

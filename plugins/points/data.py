@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rinkit.datafiles import labelled_files
-from rinkit.errors import RinkitError
+from rinkit.plugin import RinkitError, labelled_files
 from rinkit_plugins.points import shapes
 
 SIZES = {"train": 2048, "test": 512}

@@ -117,7 +117,7 @@ class PointMetric:
         self.modality, self.o, self.data_cfg, self.emd_points = modality, options, data_cfg, emd_points
 
     def reference(self, n: int):
-        from rinkit.registry import get_dataset
+        from rinkit.plugin import get_dataset
         ds = get_dataset(self.modality, self.data_cfg.dataset).build(self.o, self.data_cfg, "test")
         return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])
 

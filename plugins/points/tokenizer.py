@@ -22,8 +22,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from rinkit.engine.positions import sincos_grid
-from rinkit.engine.rin import layer_norm
+from rinkit.plugin import layer_norm, sincos_grid
 
 
 def sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

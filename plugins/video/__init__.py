@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from rinkit.registry import DatasetSpec, MetricSpec, Modality, hookimpl
+from rinkit.plugin import DatasetSpec, MetricSpec, Modality, hookimpl
 
 
 class VideoOptions(BaseModel):

@@ -25,13 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from rinkit.errors import RinkitError
+from rinkit.plugin import IMAGE_EXTENSIONS, RinkitError
 from rinkit_plugins.image.data import digits_arrays
 
 CLIPS = {"train": 16384, "test": 1024}  # clips per split (items are generated on the fly)
 SPLIT_STREAM = {"train": 0, "test": 1}
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif"}
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 # -- moving digits ------------------------------------------------------------------------------
@@ -238,7 +237,7 @@ def video_folder(options, data_cfg, split: str = "train") -> VideoClips:
 
 
 def _frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _read_image_frames(folder: Path, indices: list[int]) -> np.ndarray:
@@ -261,9 +260,9 @@ def _read_image_frames(folder: Path, indices: list[int]) -> np.ndarray:
 
 def frame_folders(options, data_cfg, split: str = "train") -> VideoClips:
     root = _split_root(data_cfg, split)
-    folders = sorted({p.parent for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXT and p.is_file()})
+    folders = sorted({p.parent for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()})
     if not folders:
-        raise RinkitError(f"no folders of frame images ({', '.join(sorted(IMAGE_EXT))}) under {root}")
+        raise RinkitError(f"no folders of frame images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     items, labels = _labelled(root, folders)
     return VideoClips(items, labels, options, split == "train", _read_image_frames,
                       lambda f: len(_frame_files(f)), data_cfg.skip_corrupt)

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rinkit.errors import RinkitError
-from rinkit.evaluate.frechet import frechet_distance, gaussian_stats
+from rinkit.plugin import RinkitError, frechet_distance, gaussian_stats
 from rinkit_plugins.image import digits_metric
 from rinkit_plugins.video.data import bounce, digit_size, moving_digits
 
@@ -199,7 +198,7 @@ class FVDMetric:
         self.path = i3d_weights_path(weights)  # fail before sampling, not after
 
     def __call__(self, samples, labels=None, context=None) -> dict[str, float]:
-        from rinkit.registry import get_dataset
+        from rinkit.plugin import get_dataset
         fake = samples if context is None else torch.cat([context.to(samples), samples], 1)
         ds = get_dataset("video", self.data_cfg.dataset).build(self.opts, self.data_cfg, "test")
         real = torch.stack([ds[i % len(ds)][0] for i in range(len(fake))])

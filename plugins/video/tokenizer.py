@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from rinkit.engine.rin import layer_norm
+from rinkit.plugin import layer_norm
 from rinkit_plugins.image.tokenizer import PositionalEmbedding
 
 

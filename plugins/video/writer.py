@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rinkit.errors import RinkitError
+from rinkit.plugin import RinkitError, to_uint8
 
 GIVEN, GENERATED = (40, 180, 60), (210, 50, 50)
 MAX_GRID, MAX_STRIP = 64, 16
@@ -17,7 +17,7 @@ MAX_GRID, MAX_STRIP = 64, 16
 
 def to_uint8_video(x: torch.Tensor) -> np.ndarray:
     """(B, T, C, H, W) in [-1, 1] -> (B, T, H, W, 3) uint8 (grey repeated to RGB)."""
-    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    x = torch.from_numpy(to_uint8(x))  # the layout is kept for non-image (not 4-D) samples
     if x.shape[2] == 1:
         x = x.expand(-1, -1, 3, -1, -1)
     elif x.shape[2] != 3:

@@ -44,11 +44,10 @@ def xformers_unavailable(device: torch.device | str) -> str | None:
     return None if err is None else f"is not importable ({err}; pip install 'rinkit[xformers]')"
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
-              dropout_p: float = 0.0) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
     """q: (B, H, Lq, Dh), k/v: (B, H, Lk, Dh) -> (B, H, Lq, Dh)."""
     if backend == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        return F.scaled_dot_product_attention(q, k, v)
     if backend == "xformers":  # never a silent swap: the caller asked for this kernel
         # (training checks this at setup, rinkit.build.check_backends; here for direct engine use)
         if (err := xformers_import_error()) is not None:
@@ -58,15 +57,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
             raise RuntimeError(f"xformers attention runs only on CUDA tensors, got {q.device.type}; "
                                "use the 'sdpa' backend (the same maths)")
         import xformers.ops as xops
-        out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                              p=dropout_p)
+        out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return out.transpose(1, 2)
     if backend == "math":
         w = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
-        w = w.softmax(dim=-1)
-        if dropout_p > 0:
-            w = F.dropout(w, dropout_p)
-        return w @ v
+        return w.softmax(dim=-1) @ v
     raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
 
 

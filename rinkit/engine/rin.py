@@ -151,6 +151,10 @@ class SelfConditioning(nn.Module):
         super().__init__()
         self.norm_in, self.mlp = layer_norm(dim), MLP(dim, mlp_ratio)
         self.norm_out = layer_norm(dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The output LayerNorm starts at zero: the block adds nothing until it has learned to."""
         nn.init.zeros_(self.norm_out.weight)
         nn.init.zeros_(self.norm_out.bias)
 
@@ -221,8 +225,7 @@ class RIN(nn.Module):
             else:
                 nn.init.normal_(self.class_embed.weight, std=0.02)
         if self.self_cond is not None:
-            nn.init.zeros_(self.self_cond.norm_out.weight)
-            nn.init.zeros_(self.self_cond.norm_out.bias)
+            self.self_cond.reset_parameters()
 
     def initial_latents(self, gamma: torch.Tensor, labels: torch.Tensor | None,
                         prev_latents: torch.Tensor | None) -> torch.Tensor:

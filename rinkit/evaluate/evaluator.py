@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rinkit.datafiles import IMAGE_EXTENSIONS
 from rinkit.errors import RinkitError, first_line
 from rinkit.evaluate.fid import Stats, fid, load_ref, save_ref, sfid, stats_from_features
 from rinkit.evaluate.inception import InceptionFeatures, extract
 from rinkit.evaluate.inception_score import inception_score
 from rinkit.evaluate.precision_recall import precision_recall
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 PR_REF_MAX = 10_000  # the size of ADM's reference image batches
 
 
@@ -32,9 +32,9 @@ def load_images(source: str | Path | np.ndarray) -> tuple[np.ndarray, np.ndarray
         raise RinkitError(f"not found: {p}")
     if p.is_dir():
         from PIL import Image
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
-            raise RinkitError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+            raise RinkitError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {p}")
         imgs = []
         for f in files:
             try:

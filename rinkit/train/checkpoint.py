@@ -12,15 +12,18 @@ Loading refuses pickles (torch.save / .pt / .pkl) before touching them: nothing 
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
+import random
 import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
@@ -78,6 +81,29 @@ def _from_json(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, list):
         return [_from_json(v, tensors) for v in obj]
     return obj
+
+
+# -- RNG states (saved in every checkpoint, restored on resume) -------------------------------------
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
+          "numpy_pos": int(np.random.get_state()[2]), "python": repr(random.getstate())}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            st[f"cuda{i}"] = s
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    if "torch" in st:
+        torch.set_rng_state(st["torch"])
+    if "numpy" in st:
+        np.random.set_state(("MT19937", np.array(json.loads(st["numpy"]), dtype=np.uint32), st["numpy_pos"], 0, 0.0))
+    if "python" in st:
+        random.setstate(ast.literal_eval(st["python"]))
+    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        if f"cuda{i}" in st:
+            torch.cuda.set_rng_state(st[f"cuda{i}"], i)
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:

@@ -62,6 +62,26 @@ def setup(device: torch.device) -> DistInfo:
     return DistInfo(rank, world, local, device)
 
 
+def pick_device(name: str) -> torch.device:
+    """`auto` = the GPU where there is one, else the CPU; a CUDA device that is not there is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RinkitError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def dist_context() -> tuple[int, int]:
+    """(rank, world size); under torchrun, joins the process group (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
@@ -79,16 +99,6 @@ def broadcast_object(info: DistInfo, obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def any_rank(info: DistInfo, flag: bool) -> bool:
-    """True on every rank if it is true on any (a SIGTERM or a non-finite loss on one rank must
-    stop or skip the step on all of them, or the next collective hangs)."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 def mean_over_ranks(info: DistInfo, value: torch.Tensor) -> torch.Tensor:

@@ -45,8 +45,10 @@ class Lamb(torch.optim.Optimizer):
     with bias correction, L2 weight decay added to the update, layer-wise trust ratio
     ||w|| / ||update|| on decayed parameters, 1 where either norm is 0).
 
-    Why it exists: timm's Lamb loops over the parameters one tensor at a time on CPU (older timm
-    everywhere), paying Python dispatch for each of ~13 ops per tensor. This is the same update,
+    Why it exists rather than timm's (timm is not a runtime dependency; tests/test_lamb.py checks
+    this one against it): timm's Lamb loops over the parameters one tensor at a time on CPU (older
+    timm everywhere), paying Python dispatch for each of ~13 ops per tensor; this one steps
+    1.6x faster (the issue 16 review) at equal results. This is the same update,
     op for op as timm's per-tensor path (bitwise equal on CPU), with multi-tensor (foreach)
     kernels, run on CPU over cache-sized chunks (see _CPU_CHUNK_ELEMENTS). The state layout is
     timm's (`exp_avg`, `exp_avg_sq` per parameter; `step`, a float32 CPU tensor, per group), so

@@ -28,50 +28,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rinkit.build import build_diffusion, build_model, check_backends
-from rinkit.config import Config, modality_options
+from rinkit.build import ConfigLike, Resolved, build_diffusion, build_model, check_backends, resolve
+from rinkit.config import Config
 from rinkit.contract import check as check_contract
 from rinkit.errors import RinkitError, describe, writing
-from rinkit.registry import get_dataset, get_modality
-# the sampling helpers live in rinkit.sampling; re-exported here for existing imports
-from rinkit.sampling import (  # noqa: F401
-    balanced_labels, conditioning_examples, evaluate_metrics, generate, load_for_sampling,
-    log_proxy_metrics, write_samples)
+from rinkit.evaluate.metrics import evaluate_metrics, proxy_metrics
+from rinkit.sampling import write_samples
 from rinkit.train import distributed
 from rinkit.train.checkpoint import (Checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints,
-                                     remove_stale_temps, save_checkpoint)
+                                     remove_stale_temps, rng_state, save_checkpoint, set_rng_state)
 from rinkit.train.data import StepBatchSampler
 from rinkit.train.optim import EMA, apply_update, build_optimizer, set_lr
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RinkitError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-def rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
-          "numpy_pos": int(np.random.get_state()[2]), "python": repr(random.getstate())}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            st[f"cuda{i}"] = s
-    return st
-
-
-def set_rng_state(st: dict) -> None:
-    import ast
-    if "torch" in st:
-        torch.set_rng_state(st["torch"])
-    if "numpy" in st:
-        np.random.set_state(("MT19937", np.array(json.loads(st["numpy"]), dtype=np.uint32), st["numpy_pos"], 0, 0.0))
-    if "python" in st:
-        random.setstate(ast.literal_eval(st["python"]))
-    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
-        if f"cuda{i}" in st:
-            torch.cuda.set_rng_state(st[f"cuda{i}"], i)
 
 
 _RESUME_FREE = ("init",)  # model keys that only shape the weights before step 0 (a resume loads them)
@@ -184,12 +151,13 @@ def resolve_run_dir(cfg: Config, run_dir: str | Path | None, fresh: bool) -> Pat
     return base
 
 
-def train(cfg: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
+def train(cfg: ConfigLike, run_dir: str | Path | None = None, resume: str | Path | None = None,
           fresh: bool = False, progress: bool = True, eval_samples: int | None = None,
           max_steps: int | None = None) -> TrainResult:
     """Train (or resume) a run; under `torchrun` every process calls this and they train one
     model together (rinkit/train/distributed.py). `max_steps` stops early (tests / interrupted runs)."""
-    info = distributed.setup(pick_device(cfg.train.device))
+    cfg = resolve(cfg)  # once: everything below reads the plugin's modality, options and dataset from it
+    info = distributed.setup(distributed.pick_device(cfg.train.device))
     try:
         return _train(cfg, info, run_dir, resume, fresh, progress, eval_samples, max_steps)
     finally:
@@ -206,67 +174,252 @@ def _memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
 
 
-def _tensorboard(run: Path, step: int):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        print("tensorboard is not installed (pip install tensorboard): logging to stats.jsonl only")
-        return None
-    # purge_step: TensorBoard hides events of earlier attempts from this step on (a resumed run
-    # redoes them), as stats.jsonl drops its records
-    return SummaryWriter(str(run / "tensorboard"), purge_step=step + 1)
+class _RunLog:
+    """Everything a run reports while it trains: stats.jsonl and TensorBoard (rank 0) and the
+    progress bar. One object with one close path, taken on success, on a stop and on an error."""
+
+    def __init__(self, run: Path, cfg: Resolved, step: int, end: int, main: bool, progress: bool):
+        self.run, self.stats, self.tb, self.bar = run, None, None, None
+        self.window, self.t0 = [], time.perf_counter()
+        if main:
+            self.stats = _Log(run / "stats.jsonl", step)
+            if cfg.train.tensorboard:
+                with writing(run / "tensorboard", "TensorBoard events"):
+                    self.tb = self._tensorboard(run, step)
+        if progress and step < end:
+            from tqdm import tqdm
+            self.bar = tqdm(total=end, initial=step, desc=f"train {cfg.name}", dynamic_ncols=True)
+
+    @staticmethod
+    def _tensorboard(run: Path, step: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("tensorboard is not installed (pip install tensorboard): logging to stats.jsonl only")
+            return None
+        # purge_step: TensorBoard hides events of earlier attempts from this step on (a resumed
+        # run redoes them), as stats.jsonl drops its records
+        return SummaryWriter(str(run / "tensorboard"), purge_step=step + 1)
+
+    def _write(self, rec: dict) -> None:
+        self.stats.write(json.dumps(rec) + "\n")
+        self.stats.flush()
+
+    def scalars(self, section: str, values: dict[str, float], step: int) -> None:
+        if self.tb is not None:
+            with writing(self.run / "tensorboard", "TensorBoard events"):
+                for k, v in values.items():
+                    self.tb.add_scalar(f"{section}/{k}", v, step)
+
+    def step_done(self, loss: float) -> None:
+        self.window.append(loss)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def train_record(self, step: int, lr: float, gnorm: torch.Tensor, batch_size: int, device) -> None:
+        """The mean of the steps since the last record (rank 0)."""
+        gn = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
+        rec = {"step": step, "loss": float(np.mean(self.window)), "lr": lr, "grad_norm": float(gn),
+               "examples_per_s": len(self.window) * batch_size / (time.perf_counter() - self.t0),
+               "mem_gb": round(_memory_gb(device), 3)}
+        self._write(rec)
+        self.scalars("train", {k: v for k, v in rec.items() if k != "step"}, step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        self.window, self.t0 = [], time.perf_counter()
+
+    def proxy(self, step: int, res: dict[str, float]) -> None:
+        """An in-training proxy metric: stats.jsonl, one printed line, TensorBoard."""
+        if res:
+            from tqdm import tqdm
+            self._write({"step": step, **res})
+            tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items()) + " (proxy)")
+        self.scalars("proxy", res, step)
+
+    def images(self, paths: list[Path], step: int) -> None:
+        if self.tb is None:
+            return
+        from PIL import Image
+        for p in paths:
+            if Path(p).suffix.lower() == ".png":
+                self.tb.add_image(f"samples/{Path(p).stem}", np.asarray(Image.open(p).convert("RGB")), step,
+                                  dataformats="HWC")
+        self.tb.flush()
+
+    def close(self, failed: bool = False) -> None:
+        """After an error (or a second Ctrl-C) a failing close must not hide the error."""
+        if self.bar is not None:
+            self.bar.close()
+        for part in (self.stats, self.tb):
+            if part is None:
+                continue
+            if failed:
+                with contextlib.suppress(Exception):
+                    part.close()
+            else:
+                part.close()
+        self.stats = self.tb = self.bar = None
 
 
-def _tb_images(tb, paths: list[Path], step: int) -> None:
-    if tb is None:
-        return
-    from PIL import Image
-    for p in paths:
-        if Path(p).suffix.lower() == ".png":
-            tb.add_image(f"samples/{Path(p).stem}", np.asarray(Image.open(p).convert("RGB")), step,
-                         dataformats="HWC")
-    tb.flush()
+@dataclass
+class _Saver:
+    """Checkpoints of one run: a collective under FSDP (full weights are gathered), so every rank
+    calls `save`; rank 0 writes. Remembers the last step saved."""
+    cfg: Resolved
+    run: Path
+    model: torch.nn.Module
+    ema: EMA
+    opt: torch.optim.Optimizer
+    info: distributed.DistInfo
+    accum: int
+    last: Path | None = None
+    last_step: int = -1
+
+    def save(self, step: int) -> Path | None:
+        t_cfg = self.cfg.train
+        model_sd, ema_sd, opt_sd = distributed.full_state(self.model, self.ema.model, self.opt, t_cfg.fsdp)
+        self.last_step = step
+        if not self.info.main:
+            self.last = None
+            return None
+        shards = self.info.world_size * self.accum
+        self.last = save_checkpoint(self.run / "checkpoints" / f"step-{step:07d}.safetensors", Checkpoint(
+            self.cfg.to_dict(), step, model_sd, ema_sd, opt_sd, rng_state(),
+            {"world_size": self.info.world_size, "grad_accum": self.accum, "shards": shards}))
+        prune_checkpoints(self.run, t_cfg.keep_last)
+        return self.last
 
 
-def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, progress, eval_samples,
-           max_steps) -> TrainResult:
-    t_cfg = cfg.train
-    device, main = info.device, info.main
-    progress = progress and main
-    accum = t_cfg.grad_accum
-    shards = info.world_size * accum  # micro-batches per global batch
+def _split_batch(t_cfg, info: distributed.DistInfo) -> tuple[int, int]:
+    """(micro-batches per global batch, micro-batch size): batch_size is the global batch."""
+    shards = info.world_size * t_cfg.grad_accum
     if t_cfg.batch_size % shards:
         raise RinkitError(f"train.batch_size={t_cfg.batch_size} is not divisible by world size "
-                          f"{info.world_size} x train.grad_accum {accum}")
-    micro = t_cfg.batch_size // shards
-    # Rank 0 decides the run folder and the checkpoint to resume; every rank follows it.
-    run = Path(distributed.broadcast_object(info, str(resolve_run_dir(cfg, run_dir, fresh)) if main else None))
-    modality, opts = get_modality(cfg.modality), modality_options(cfg)
-    ds_spec = get_dataset(cfg.modality, cfg.data.dataset)
-    if cfg.data.path and not ds_spec.reads_path:
-        raise RinkitError(f"dataset {ds_spec.name!r} is built in and does not read data.path / --data "
+                          f"{info.world_size} x train.grad_accum {t_cfg.grad_accum}")
+    return shards, t_cfg.batch_size // shards
+
+
+def _check_run(cfg: Resolved, run: Path) -> None:
+    """Mistakes the config and the run folder show before anything is built."""
+    spec = cfg.dataset
+    if cfg.data.path and not spec.reads_path:
+        raise RinkitError(f"dataset {spec.name!r} is built in and does not read data.path / --data "
                           f"({cfg.data.path}); choose a {cfg.modality} dataset that reads files, e.g. "
                           f"--set data.dataset=folder (`rinkit plugins` lists them)")
     if run.exists() and not run.is_dir():
         raise RinkitError(f"run folder {run} exists and is not a folder; give --run-dir a folder")
-    if cfg.model.num_classes and ds_spec.num_classes and cfg.model.num_classes < ds_spec.num_classes:
-        raise RinkitError(f"model.num_classes={cfg.model.num_classes} but dataset {ds_spec.name!r} "
-                          f"has {ds_spec.num_classes} classes")
+    if cfg.model.num_classes and spec.num_classes and cfg.model.num_classes < spec.num_classes:
+        raise RinkitError(f"model.num_classes={cfg.model.num_classes} but dataset {spec.name!r} "
+                          f"has {spec.num_classes} classes")
 
-    ckpt_path = None
-    if main:
+
+def _checkpoint_to_resume(cfg: Resolved, info: distributed.DistInfo, run: Path, resume) -> Checkpoint | None:
+    """--resume, else the run folder's newest checkpoint (rank 0 decides), of the same run."""
+    path = None
+    if info.main:
         if resume is not None:
-            ckpt_path = str(resume)
+            path = str(resume)
         elif list_checkpoints(run):
-            ckpt_path = str(list_checkpoints(run)[-1])
-    ckpt_path = distributed.broadcast_object(info, ckpt_path)
-    ckpt: Checkpoint | None = load_checkpoint(ckpt_path) if ckpt_path is not None else None
-    if ckpt is not None:
-        diff = _same_run(ckpt.config, cfg.to_dict())
-        if diff:
-            raise RinkitError(f"{run} holds a run with a different config ({diff} differs); "
-                              "use --fresh or --run-dir for a new run")
+            path = str(list_checkpoints(run)[-1])
+    path = distributed.broadcast_object(info, path)
+    ckpt = load_checkpoint(path) if path is not None else None
+    if ckpt is not None and (diff := _same_run(ckpt.config, cfg.to_dict())):
+        raise RinkitError(f"{run} holds a run with a different config ({diff} differs); "
+                          "use --fresh or --run-dir for a new run")
+    return ckpt
 
+
+def _restore(ckpt: Checkpoint, model, ema: EMA, run: Path, shards: int, progress: bool) -> int:
+    """Weights, EMA and RNG states of a checkpoint; returns its step."""
+    try:
+        model.load_state_dict(ckpt.model)
+        ema.model.load_state_dict(ckpt.ema or ckpt.model)
+    except RuntimeError as e:
+        raise RinkitError(f"checkpoint weights do not fit the model: {str(e).splitlines()[0]}") from None
+    set_rng_state(ckpt.rng)
+    old_shards = ckpt.extra.get("shards", 1)
+    if progress:
+        print(f"resuming {run} from step {ckpt.step}")
+        if old_shards != shards:
+            print(f"note: the run was saved with {old_shards} micro-batches per step and now has "
+                  f"{shards}: the data order continues, the noise draws differ from an uninterrupted run")
+    return ckpt.step
+
+
+def _open_dataset(cfg: Resolved):
+    dataset = cfg.dataset.build(cfg.options, cfg.data, "train")
+    n_data = getattr(dataset, "num_classes", 0)  # datasets found on disk know their classes only now
+    if cfg.model.num_classes and n_data > cfg.model.num_classes:
+        raise RinkitError(f"model.num_classes={cfg.model.num_classes} but the data at {cfg.data.path} "
+                          f"has {n_data} classes")
+    return dataset
+
+
+def _prepare_run_folder(run: Path, cfg: Resolved, progress: bool) -> None:
+    with writing(run, "the run folder"):
+        run.mkdir(parents=True, exist_ok=True)
+    with writing(run / "config.yaml", "the run config"):
+        (run / "config.yaml").write_text(cfg.to_yaml())
+    stale = remove_stale_temps(run)
+    if stale and progress:
+        print(f"removed {len(stale)} temporary checkpoint file(s) left by writers that were killed")
+
+
+def _next_batch(batches, step: int, saver: _Saver, info: distributed.DistInfo):
+    """The next micro-batch. A loading error (a corrupt file, a worker that died) comes before
+    any update of this step, so the steps done so far are saved first."""
+    try:
+        return next(batches)
+    except Exception as e:
+        saved = ""
+        if step > max(saver.last_step, 0) and info.main and not info.enabled:
+            saved = (f" (steps 1-{step} are saved in {saver.save(step)}: fix the data and run the same "
+                     "command to resume)")
+        if isinstance(e, RinkitError) or "DataLoader worker process" in str(e):
+            raise RinkitError(describe(e) + saved) from None  # one line: the worker's own message
+        if saved:
+            print(f"data loading failed at step {step}{saved}", file=sys.stderr)
+        raise
+
+
+def _ema_for_sampling(ema: EMA, cfg: Resolved, main: bool):
+    """The EMA model, whole (gathered under FSDP: every rank calls this), on rank 0; else None."""
+    return distributed.full_copy(ema.model, cfg, cfg.train.fsdp, main)
+
+
+def _sample_grid(ema: EMA, cfg: Resolved, path: Path, device, step: int, log: _RunLog, main: bool) -> list[Path]:
+    model = _ema_for_sampling(ema, cfg, main)
+    if not main:
+        return []
+    with writing(path, "samples"):
+        written = write_samples(model, cfg, path, device)
+        log.images(written, step)
+    return written
+
+
+def _final_eval(ema: EMA, cfg: Resolved, run: Path, n: int, device, step: int, log: _RunLog,
+                main: bool) -> dict[str, float]:
+    """The end-of-training metrics on n EMA samples -> metrics.json and TensorBoard."""
+    model = _ema_for_sampling(ema, cfg, main) if n else None
+    results: dict[str, float] = {}
+    if main and model is not None:
+        results = evaluate_metrics(model, cfg, n, device)
+        with writing(run / "metrics.json", "metrics"):
+            (run / "metrics.json").write_text(json.dumps({"step": step, "samples": n, **results}, indent=1))
+    log.scalars("eval", results, step)
+    return results
+
+
+def _train(cfg: Resolved, info: distributed.DistInfo, run_dir, resume, fresh, progress, eval_samples,
+           max_steps) -> TrainResult:
+    t_cfg, device, main = cfg.train, info.device, info.main
+    progress = progress and main
+    accum = t_cfg.grad_accum
+    shards, micro = _split_batch(t_cfg, info)
+    # Rank 0 decides the run folder and the checkpoint to resume; every rank follows it.
+    run = Path(distributed.broadcast_object(info, str(resolve_run_dir(cfg, run_dir, fresh)) if main else None))
+    _check_run(cfg, run)
+    ckpt = _checkpoint_to_resume(cfg, info, run, resume)
     if device.type == "cuda" and t_cfg.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -279,23 +432,8 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
     random.seed(t_cfg.seed)
     model = build_model(cfg).to(device)
     model.core.checkpoint_blocks = t_cfg.activation_checkpointing
-    ema = EMA(model, t_cfg.ema_decay)
-    diffusion = build_diffusion(cfg)
-    step = 0
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt.model)
-            ema.model.load_state_dict(ckpt.ema or ckpt.model)
-        except RuntimeError as e:
-            raise RinkitError(f"checkpoint weights do not fit the model: {str(e).splitlines()[0]}") from None
-        set_rng_state(ckpt.rng)
-        step = ckpt.step
-        old_shards = ckpt.extra.get("shards", 1)
-        if progress:
-            print(f"resuming {run} from step {step}")
-            if old_shards != shards:
-                print(f"note: the run was saved with {old_shards} micro-batches per step and now has "
-                      f"{shards}: the data order continues, the noise draws differ from an uninterrupted run")
+    ema, diffusion = EMA(model, t_cfg.ema_decay), build_diffusion(cfg)
+    step = _restore(ckpt, model, ema, run, shards, progress) if ckpt is not None else 0
     net = distributed.wrap(model, info, t_cfg.fsdp)
     if t_cfg.fsdp:
         distributed.shard_like(ema.model, info)
@@ -306,25 +444,15 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
         net = torch.compile(net)
 
     # The data are opened before anything is written: a bad data path leaves no trace on disk.
-    dataset = ds_spec.build(opts, cfg.data, "train")
-    n_data = getattr(dataset, "num_classes", 0)  # datasets found on disk know their classes only now
-    if cfg.model.num_classes and n_data > cfg.model.num_classes:
-        raise RinkitError(f"model.num_classes={cfg.model.num_classes} but the data at {cfg.data.path} "
-                          f"has {n_data} classes")
+    dataset = _open_dataset(cfg)
     end = t_cfg.steps if max_steps is None else min(t_cfg.steps, max_steps)
+    n_eval = t_cfg.eval_samples if eval_samples is None else eval_samples
     # The plugin's contract on a few examples, the metrics if this run will compute any: a
     # mistake stops here, in one line, not after the last step (and before the run folder exists).
     proxy = t_cfg.metric_every and end // t_cfg.metric_every > step // t_cfg.metric_every
-    check_contract(cfg, dataset, device, metrics=bool(proxy or (
-        t_cfg.eval_samples if eval_samples is None else eval_samples)))
+    check_contract(cfg, dataset, device, metrics=bool(proxy or n_eval))
     if main:
-        with writing(run, "the run folder"):
-            run.mkdir(parents=True, exist_ok=True)
-        with writing(run / "config.yaml", "the run config"):
-            (run / "config.yaml").write_text(cfg.to_yaml())
-        stale = remove_stale_temps(run)
-        if stale and progress:
-            print(f"removed {len(stale)} temporary checkpoint file(s) left by writers that were killed")
+        _prepare_run_folder(run, cfg, progress)
     # Micro-batch j of rank r at step s is shard k = j * world + r of the global batch: the
     # sampler's "step" counts micro-steps, its rank/world split each one across processes.
     sampler = StepBatchSampler(len(dataset), micro, t_cfg.seed, start_step=step * accum, rank=info.rank,
@@ -334,54 +462,10 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
                         pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
                         generator=torch.Generator().manual_seed(distributed.shard_seed(t_cfg.seed, step, info.rank)))
 
-    def save() -> Path | None:
-        # Collective under FSDP (full weights are gathered), so every rank calls it; rank 0 writes.
-        model_sd, ema_sd, opt_sd = distributed.full_state(model, ema.model, opt, t_cfg.fsdp)
-        if not main:
-            return None
-        path = save_checkpoint(run / "checkpoints" / f"step-{step:07d}.safetensors", Checkpoint(
-            cfg.to_dict(), step, model_sd, ema_sd, opt_sd, rng_state(),
-            {"world_size": info.world_size, "grad_accum": accum, "shards": shards}))
-        prune_checkpoints(run, t_cfg.keep_last)
-        return path
-
-    def samples_now(path: Path) -> list[Path]:
-        sampler_model = distributed.full_copy(ema.model, cfg, t_cfg.fsdp, main)
-        if not main:
-            return []
-        with writing(path, "samples"):
-            written = write_samples(sampler_model, cfg, path, device)
-            _tb_images(tb, written, step)
-        return written
-
-    def next_batch():
-        """The next micro-batch. A loading error (a corrupt file, a worker that died) comes
-        before any update of this step, so the steps done so far are saved first."""
-        try:
-            return next(batches)
-        except Exception as e:
-            saved = ""
-            if step > max(last_saved, 0) and main and not info.enabled:
-                saved = (f" (steps 1-{step} are saved in {save()}: fix the data and run the same command "
-                         "to resume)")
-            if isinstance(e, RinkitError) or "DataLoader worker process" in str(e):
-                # one line: the worker's own message, not its traceback
-                raise RinkitError(describe(e) + saved) from None
-            if saved:
-                print(f"data loading failed at step {step}{saved}", file=sys.stderr)
-            raise
-
+    saver = _Saver(cfg, run, model, ema, opt, info, accum)
     losses: list[float] = []
-    last_ckpt, last_saved, bad, window, gnorm, t0 = None, -1, 0, [], torch.zeros(()), time.perf_counter()
-    stopped = False
-    bar = tb = stats = None
-    if main:
-        stats = _Log(run / "stats.jsonl", step)
-        with writing(run / "tensorboard", "TensorBoard events"):
-            tb = _tensorboard(run, step) if t_cfg.tensorboard else None
-    if progress and step < end:
-        from tqdm import tqdm
-        bar = tqdm(total=end, initial=step, desc=f"train {cfg.name}", dynamic_ncols=True)
+    bad, gnorm, stopped = 0, torch.zeros(()), False
+    log = _RunLog(run, cfg, step, end, main, progress)
     _memory_gb(device)
     model.train()
     batches = iter(loader)
@@ -396,10 +480,10 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
                     # dropout of this micro-batch: keyed by (seed, step, shard), so they do not
                     # depend on how shards map to processes, nor on what ran before a resume.
                     torch.manual_seed(distributed.shard_seed(t_cfg.seed, step, j * info.world_size + info.rank))
-                    x, y = next_batch()
+                    x, y = _next_batch(batches, step, saver, info)
                     x = x.to(device, non_blocking=True)
                     labels = y.to(device, non_blocking=True) if cfg.model.num_classes else None
-                    x, context, mask = modality.condition(x, opts) if modality.condition else (x, None, None)
+                    x, context, mask = cfg.impl.condition(x, cfg.options) if cfg.impl.condition else (x, None, None)
                     sync = j == accum - 1 or not info.enabled or t_cfg.fsdp
                     with (contextlib.nullcontext() if sync else net.no_sync()), amp():
                         loss = diffusion.loss(net, x, labels, context, mask)
@@ -426,76 +510,37 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
                 gnorm = apply_update(model, opt, ema, t_cfg.grad_clip)
                 step += 1
                 losses.append(step_loss)
-                window.append(step_loss)
-                if bar is not None:
-                    bar.update(1)
+                log.step_done(step_loss)
                 if main and (step % t_cfg.log_every == 0 or step == end):
-                    dt = time.perf_counter() - t0
-                    gn = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm
-                    rec = {"step": step, "loss": float(np.mean(window)), "lr": opt.param_groups[0]["lr"],
-                           "grad_norm": float(gn), "examples_per_s": len(window) * t_cfg.batch_size / dt,
-                           "mem_gb": round(_memory_gb(device), 3)}
-                    stats.write(json.dumps(rec) + "\n")
-                    stats.flush()
-                    if tb is not None:
-                        with writing(run / "tensorboard", "TensorBoard events"):
-                            for k, v in rec.items():
-                                if k != "step":
-                                    tb.add_scalar(f"train/{k}", v, step)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                    window, t0 = [], time.perf_counter()
+                    log.train_record(step, opt.param_groups[0]["lr"], gnorm, t_cfg.batch_size, device)
                 if step % t_cfg.ckpt_every == 0:
-                    last_ckpt, last_saved = save(), step
+                    saver.save(step)
                 if t_cfg.sample_every and step % t_cfg.sample_every == 0:
-                    samples_now(run / "samples" / f"step-{step:07d}")
+                    _sample_grid(ema, cfg, run / "samples" / f"step-{step:07d}", device, step, log, main)
                     model.train()
                 if t_cfg.metric_every and step % t_cfg.metric_every == 0:  # proxy metric (FID-2k style)
-                    proxy_model = distributed.full_copy(ema.model, cfg, t_cfg.fsdp, main)
+                    proxy_model = _ema_for_sampling(ema, cfg, main)
                     if main:
-                        res = log_proxy_metrics(proxy_model, cfg, device, step, stats)
-                        if tb is not None:
-                            for k, v in res.items():
-                                tb.add_scalar(f"proxy/{k}", v, step)
+                        log.proxy(step, proxy_metrics(proxy_model, cfg, device))
                     model.train()
                 # a signal during the update is honoured right after it (one process: no need to
                 # wait for the next all-reduce that makes every rank agree)
                 stopped = stopped or (stop.requested is not None and not info.enabled)
                 if stopped:
                     break
+        # A second Ctrl-C or an error skips the rest: no save (the state may be mid-update; the
+        # last checkpoint, or the one _next_batch wrote, is the last state after a whole step).
+        if step > 0 and saver.last_step != step:
+            saver.save(step)
+        if stopped:  # SIGTERM or Ctrl-C (on any rank)
+            if main:
+                print(f"stopped at step {step} on request; checkpoint {saver.last}; run the same command to resume")
+            log.close()
+            return TrainResult(run, step, losses, saver.last, [], {}, stop.requested or "SIGTERM")
+        samples = _sample_grid(ema, cfg, run / "samples", device, step, log, main) if step >= end else []
+        results = _final_eval(ema, cfg, run, n_eval if step >= end else 0, device, step, log, main)
     except BaseException:
-        # A second Ctrl-C or an error: no save here. The state may be mid-update, and the last
-        # checkpoint (or the one next_batch wrote) is the last state after a whole step.
-        if stats is not None:
-            with contextlib.suppress(Exception):
-                stats.close()
-            stats = None
+        log.close(failed=True)
         raise
-    finally:
-        if bar is not None:
-            bar.close()
-        if tb is not None:
-            tb.flush()
-    if stats is not None:
-        stats.close()
-    if step > 0 and last_saved != step:
-        last_ckpt, last_saved = save(), step
-    if stopped:  # SIGTERM or Ctrl-C (on any rank)
-        if main:
-            print(f"stopped at step {step} on request; checkpoint {last_ckpt}; run the same command to resume")
-        if tb is not None:
-            tb.close()
-        return TrainResult(run, step, losses, last_ckpt, [], {}, stop.requested or "SIGTERM")
-    samples = samples_now(run / "samples") if step >= end else []
-    results: dict[str, float] = {}
-    n_eval = t_cfg.eval_samples if eval_samples is None else eval_samples
-    eval_model = distributed.full_copy(ema.model, cfg, t_cfg.fsdp, main) if n_eval and step >= end else None
-    if main and eval_model is not None:
-        results = evaluate_metrics(eval_model, cfg, n_eval, device)
-        with writing(run / "metrics.json", "metrics"):
-            (run / "metrics.json").write_text(json.dumps({"step": step, "samples": n_eval, **results}, indent=1))
-    if tb is not None:
-        for k, v in results.items():
-            tb.add_scalar(f"eval/{k}", v, step)
-        tb.close()
-    return TrainResult(run, step, losses, last_ckpt, samples, results)
+    log.close()
+    return TrainResult(run, step, losses, saver.last, samples, results)

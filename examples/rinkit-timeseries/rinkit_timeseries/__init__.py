@@ -14,8 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from rinkit.engine.positions import sincos_grid
-from rinkit.registry import DatasetSpec, MetricSpec, Modality, hookimpl, package_presets
+from rinkit.plugin import DatasetSpec, MetricSpec, Modality, hookimpl, package_presets, sincos_grid
 
 NAME = "timeseries"  # the modality's name in configs (`modality: timeseries`)
 CLASSES = 3  # base frequencies 1, 2 and 4 cycles per window

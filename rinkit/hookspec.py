@@ -1,0 +1,136 @@
+"""The hook specifications of rinkit's plugin system (pytest's hookspec.py is the model), and the
+types the hooks return. Plugin authors import these through `rinkit.plugin`.
+
+Every hook takes no arguments and returns a list, so one plugin may serve several modalities and
+any plugin may add datasets, metrics or presets to another plugin's modality. The hooks run once
+per process (rinkit.registry caches what they return); a hook that raises or returns the wrong
+types fails its plugin alone, with a one-line message naming it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+
+PROJECT = "rinkit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Mark a plugin's hook functions: ``@hookimpl def rinkit_modalities(): ...``."""
+
+
+@dataclass
+class Modality:
+    """What a modality supplies. `options` is a pydantic model of its settings (patch size, image
+    size...); configs carry them as `modality_options` and the plugin validates them.
+
+    make_tokenizer(options, interface_dim) -> nn.Module: forward(x, context) -> (B, N, D) tokens
+        with D = interface_dim, or (tokens, state) when the detokenizer needs per-example state
+        from the input (e.g. the grouping of a point cloud); state is then passed as the
+        detokenizer's third argument
+    make_detokenizer(options, interface_dim) -> nn.Module: forward(tokens, context[, state]) ->
+        a tensor of exactly the input's shape (B, *sample_shape): no broadcasting
+    sample_shape(options) -> per-example shape of the data (what the sampler draws noise for)
+    write_samples(samples, labels, path, options, context=None) -> list of the files written;
+        samples (B, *sample_shape) in [-1, 1], labels (B,) or None, `path` a stem without
+        suffix (write `path.with_suffix(".png")`, or files in a folder `path/`)
+    condition(x, options) -> (target, context, loss_mask), for modalities that condition on part
+        of a clean example (e.g. given video frames): `target` is what the model generates (its
+        shape is sample_shape), `context` is passed clean to the tokenizer/detokenizer, and
+        `loss_mask` (or None) restricts the loss. None means the whole example is generated.
+    context_shape(options) -> per-example shape of `context` (required with `condition`).
+    default_preset: the preset `rinkit train --modality NAME` uses (rinkit's or one the plugin
+        ships through `rinkit_presets`).
+    invertible: the detokenizer can undo the tokenizer (a patch embedding and its un-patchify);
+        the contract check then fits the pair briefly and requires detokenize(tokenize(x)) ~ x,
+        which catches a detokenizer that puts values back in the wrong places.
+    """
+    name: str
+    description: str
+    options: type[BaseModel]
+    make_tokenizer: Callable[[Any, int], Any]
+    make_detokenizer: Callable[[Any, int], Any]
+    sample_shape: Callable[[Any], tuple[int, ...]]
+    write_samples: Callable[..., list[Path]]
+    default_preset: str | None = None
+    condition: Callable[[Any, Any], tuple[Any, Any, Any]] | None = None
+    context_shape: Callable[[Any], tuple[int, ...]] | None = None
+    invertible: bool = False
+
+
+@dataclass
+class DatasetSpec:
+    """build(options, data_config, split) -> a map-style dataset of (x, label) with x a float
+    tensor in [-1, 1] shaped like sample_shape(options) and label an int (0 if unlabelled).
+    split is "train" or "test". `reads_path=False` marks a dataset that is generated or built in:
+    a data.path given with it is an error instead of being silently ignored."""
+    modality: str
+    name: str
+    description: str
+    build: Callable[..., Any]
+    num_classes: int = 0
+    reads_path: bool = True
+
+
+@dataclass
+class MetricSpec:
+    """build(options, data_config) -> callable(samples, labels) -> dict[str, float]. For modalities
+    with `condition`, a callable that takes a `context` keyword also receives the given data.
+    `tags`: the dataset names the metric applies to (empty = every dataset of the modality).
+    Keys must be unique across the metrics of a modality."""
+    modality: str
+    name: str
+    description: str
+    build: Callable[..., Any]
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+class HookSpecs:
+    """The four hooks. A plugin module defines any of them as plain functions marked `@hookimpl`;
+    a misspelled or unmarked `rinkit_*` function is refused with a "did you mean" message."""
+
+    @hookspec
+    def rinkit_modalities(self) -> list[Modality]:
+        """The modalities this plugin provides.
+
+        :return: `Modality` objects; each name must be new (a built-in plugin's name wins a clash,
+            two third-party plugins claiming one name both fail). Called once per process.
+
+        Example::
+
+            @hookimpl
+            def rinkit_modalities():
+                return [Modality("timeseries", "multichannel time series (B, C, L)", options=Options,
+                                 make_tokenizer=Tokenizer, make_detokenizer=Detokenizer,
+                                 sample_shape=lambda o: (o.channels, o.length), write_samples=write)]
+        """
+
+    @hookspec
+    def rinkit_datasets(self) -> list[DatasetSpec]:
+        """Named datasets, for this plugin's modalities or any other's (`DatasetSpec.modality`).
+
+        :return: `DatasetSpec` objects; `build(options, data_config, split)` is called when a run
+            (or `rinkit check`) needs the data, never at registration.
+        """
+
+    @hookspec
+    def rinkit_metrics(self) -> list[MetricSpec]:
+        """Quality metrics, for this plugin's modalities or any other's (`MetricSpec.modality`).
+
+        :return: `MetricSpec` objects; `build(options, data_config)` returns a callable
+            `(samples, labels) -> dict[str, float]` run at the end of training (train.eval_samples),
+            as the in-training proxy (train.metric_every) and by `rinkit check`. Keys must be unique
+            across the metrics of a modality.
+        """
+
+    @hookspec
+    def rinkit_presets(self) -> list[Path]:
+        """YAML presets shipped inside the plugin's package.
+
+        :return: paths of existing `.yaml` files; the file's stem is the preset's name (which must
+            be new). `package_presets(__name__)` lists a package's `configs/*.yaml`; ship them as
+            package data so a wheel carries them.
+        """
