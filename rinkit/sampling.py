@@ -181,8 +181,8 @@ def proxy_metrics(model, cfg: Config, device) -> dict[str, float]:
     return {f"{k}-{proxy_label(t.metric_samples)}": v for k, v in res.items()}
 
 
-def load_for_sampling(path: str | Path, device: str = "auto"):
-    """Checkpoint -> (EMA denoiser in eval mode, its Config, device)."""
+def load_for_sampling(path: str | Path, device: str = "auto", ema: bool = True):
+    """Checkpoint -> (EMA denoiser, or the raw weights with ema=False, in eval mode, its Config, device)."""
     from rinkit.train.checkpoint import load_checkpoint
     from rinkit.train.trainer import pick_device
     ckpt = load_checkpoint(path, weights_only=True)
@@ -195,7 +195,9 @@ def load_for_sampling(path: str | Path, device: str = "auto"):
         cfg.model.attention = "sdpa"
     model = build_model(cfg)
     try:
-        model.load_state_dict(ckpt.ema or ckpt.model)
+        if not ema and not ckpt.model:
+            raise RinkitError(f"{path} holds EMA weights only (a shipped model); load it with ema=True")
+        model.load_state_dict((ckpt.ema or ckpt.model) if ema else ckpt.model)
     except RuntimeError as e:
         raise RinkitError(f"checkpoint weights do not fit its config: {str(e).splitlines()[0]}") from None
     return model.to(dev).eval(), cfg, dev
