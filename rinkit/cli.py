@@ -167,6 +167,24 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_routing(args) -> int:
+    from rinkit.api import load
+    m = load(args.ckpt, args.device)
+    label = _parse_classes(args.classes, m.num_classes)[0] if args.classes is not None and m.num_classes else None
+    if args.classes is not None and not m.num_classes:
+        raise RinkitError("--class given but the model is unconditional")
+    rec = m.routing(label, steps=args.steps, seed=args.seed, out=args.out, latents=args.latents)
+    if m.modality.token_view is None:
+        from rinkit.routing import TOKEN_INDEX_NOTE
+        print(f"note: {TOKEN_INDEX_NOTE.format(m=m.cfg.modality)}")
+    e, k = rec.read.shape[:2]
+    print(f"routing of {m.cfg.name} ({'class ' + str(rec.label) if rec.label is not None else 'unconditional'}, "
+          f"{e} evaluations x {k} blocks)")
+    for p in rec.files:
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from rinkit.evaluate.inception import load_inception
     if not args.images:
@@ -361,6 +379,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", type=_device, default="auto")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
+
+    r = sub.add_parser("routing", help="where the latents read the interface over one sampling trajectory "
+                       "(heatmaps, GIF, per-latent views)")
+    r.add_argument("--ckpt", required=True, help="checkpoint file, run folder or shipped model name")
+    r.add_argument("--class", dest="classes", help="class of the sample (default 0 for class-conditional models)")
+    r.add_argument("--steps", type=POSITIVE_INT, help="sampling steps (default: the checkpoint's sampler)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--latents", type=POSITIVE_INT, default=4, help="latents in the per-latent view (default 4)")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--device", type=_device, default="auto")
+    r.set_defaults(func=cmd_routing)
 
     e = sub.add_parser("eval", help="FID / sFID / IS / precision-recall vs a reference (ADM evaluator protocol)")
     e.add_argument("images", nargs="?", help="samples (.npz with arr_0 uint8 NHWC, or a folder of images); "
