@@ -70,6 +70,18 @@ class Model:
                 f"source={str(self.source)!r})")
 
     @property
+    def info(self) -> dict:
+        """What the checkpoint says about itself beyond the config: step, and for shipped models
+        how they were trained (command, commit, metrics)."""
+        from safetensors import safe_open
+
+        from rinkit.train.checkpoint import list_checkpoints
+        path = list_checkpoints(self.source)[-1] if self.source.is_dir() else self.source
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return {"step": int(meta.get("step", 0)), **json.loads(meta.get("extra", "{}"))}
+
+    @property
     def num_classes(self) -> int:
         return self.cfg.model.num_classes
 
@@ -204,6 +216,22 @@ class Model:
         if out is not None:
             rec.files = write_views(self, rec, out, latents=latents)
         return rec
+
+
+def export_weights(src: str | Path, out: str | Path, *, half: bool = True, metrics: dict | None = None,
+                   note: dict | None = None) -> Path:
+    """A checkpoint or run folder -> an EMA-only rinkit checkpoint (what ships as a pretrained
+    model): the EMA weights (fp16 when `half`: a model loads them into fp32), the config and the
+    plugin in the metadata, no optimizer or RNG state; `metrics` and `note` (how it was trained)
+    go into the metadata's `extra`. Loads with `rinkit.load(out)` / `rinkit sample --ckpt out`."""
+    from rinkit.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    ckpt = load_checkpoint(src, weights_only=True)
+    weights = ckpt.ema or ckpt.model
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    extra = {"source_step": ckpt.step, "dtype": "float16" if half else "float32", **(note or {}),
+             "metrics": metrics or {}}
+    return save_checkpoint(out, Checkpoint(ckpt.config, ckpt.step, {}, weights, None, {}, extra, ckpt.plugin))
 
 
 def load(path_or_name: str | Path, device: str = "auto", ema: bool = True) -> Model:

@@ -250,7 +250,7 @@ def write_views(m, rec: Routing, out: str | Path, latents: int = 4, columns: int
                                               if rec.write.dim() == 5 else [])
     _grid(cells, rows, cols, f"{m.cfg.name}: per latent, last step ({what})").save(out / "latents.png")
     files.append(out / "latents.png")
-    np.savez_compressed(out / "routing.npz", read=rec.read.numpy(), write=rec.write.numpy(),
+    np.savez_compressed(out / "routing.npz", read=rec.read.half().numpy(), write=rec.write.half().numpy(),
                         x0=rec.x0.numpy(), sample=rec.sample.numpy())
     files.append(out / "routing.npz")
     meta = {"model": m.cfg.name, "modality": m.cfg.modality, "label": rec.label, "evaluations": e,
