@@ -170,9 +170,12 @@ def cmd_sample(args) -> int:
 def cmd_routing(args) -> int:
     from rinkit.api import load
     m = load(args.ckpt, args.device)
-    label = _parse_classes(args.classes, m.num_classes)[0] if args.classes is not None and m.num_classes else None
     if args.classes is not None and not m.num_classes:
         raise RinkitError("--class given but the model is unconditional")
+    classes = _parse_classes(args.classes, m.num_classes) if args.classes is not None else [None]
+    if len(classes) != 1:
+        raise RinkitError(f"--class takes one class for a routing view, got {args.classes!r}")
+    label = classes[0]
     rec = m.routing(label, steps=args.steps, seed=args.seed, out=args.out, latents=args.latents)
     if m.modality.token_view is None:
         from rinkit.routing import TOKEN_INDEX_NOTE
