@@ -66,7 +66,8 @@ def main(argv=None) -> int:
         metrics[f"{k}-{args.test_samples}_mean"] = float(vals.mean())
         metrics[f"{k}-{args.test_samples}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
     metrics["protocol"] = (f"EMA; the preset's sampler; class-balanced labels; {args.samples} samples at seed 1 "
-                           f"(fp16 file and the run's fp32 weights); {args.test_samples} samples at seeds 1..{args.seeds}")
+                           "(fp16 file and the run's fp32 weights)"
+                           + (f"; {args.test_samples} samples at seeds 1..{args.seeds}" if args.seeds else ""))
     export_weights(args.run, out, half=True, note=note, metrics=metrics)
     print(json.dumps({"file": str(out), "bytes": out.stat().st_size, **note, "metrics": metrics,
                       "seconds": round(time.time() - t0, 1)}, indent=1))
