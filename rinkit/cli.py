@@ -58,19 +58,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve_config(args):
-    from rinkit.config import load_config
-    from rinkit.registry import get_modality
-    preset = args.preset
-    if args.modality and not preset and not args.config:
-        preset = get_modality(args.modality).default_preset
-        if not preset:
-            raise RinkitError(f"modality {args.modality!r} has no default preset; give --preset or --config")
-    overrides = [o for group in args.overrides for o in group]
-    cfg = load_config(preset, args.config, overrides)
-    if args.modality and cfg.modality != args.modality:
-        raise RinkitError(f"preset/config is for modality {cfg.modality!r}, not {args.modality!r}")
-    from rinkit.build import resolve
-    return resolve(cfg)  # the plugin's options are validated before anything runs, once per command
+    from rinkit.api import resolve_config
+    return resolve_config(args.preset, args.config, args.modality, [o for group in args.overrides for o in group])
 
 
 def cmd_train(args) -> int:
@@ -82,8 +71,8 @@ def cmd_train(args) -> int:
         print(cfg.to_yaml(), end="")
         print(f"# {_model_summary(cfg)}")
         return 0
-    from rinkit.train.trainer import train
-    res = train(cfg, run_dir=args.run_dir, resume=args.resume, fresh=args.fresh, progress=not args.quiet)
+    from rinkit.api import fit
+    res = fit(cfg, run_dir=args.run_dir, resume=args.resume, fresh=args.fresh, progress=not args.quiet)
     if res.stopped == "SIGINT":  # Ctrl-C: the step finished and was saved (the trainer said where)
         return 130
     if res.checkpoint:
@@ -122,33 +111,22 @@ def cmd_sample(args) -> int:
     import os
 
     import torch
-    from pydantic import ValidationError
 
-    from rinkit.config import describe_validation
-    from rinkit.sampling import (conditioning_examples, draw_labels, generate, guided, load_for_sampling,
-                                 sample_to_files)
+    from rinkit.api import load
     from rinkit.train.distributed import dist_context
-    from rinkit.diffusion import SAMPLERS
-    if args.sampler is not None and args.sampler not in SAMPLERS:
-        raise RinkitError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if bool(args.ckpt) == bool(args.pretrained):
+        raise RinkitError("give --ckpt CKPT_OR_RUN_DIR or --pretrained NAME (one of them)")
     to_files = bool(args.npz or args.png_dir)
     rank, world = dist_context() if to_files else (0, 1)
-    model, cfg, device = load_for_sampling(args.ckpt, args.device)
-    if world > 1 and device.type == "cuda":  # one GPU per torchrun process
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-        model = model.to(device)
-    over = {k: v for k, v in {"name": args.sampler, "steps": args.steps, "eta": args.eta,
-                              "guidance": args.guidance, "ddpm_variance": args.ddpm_variance}.items()
-            if v is not None}
-    try:
-        cfg = cfg.replace(sampler=cfg.sampler.model_validate({**cfg.sampler.model_dump(), **over}))
-    except ValidationError as e:
-        raise RinkitError(describe_validation(e, "sampler")) from None
-    k = cfg.model.num_classes
-    if args.guidance and not guided(cfg):
-        raise RinkitError("--guidance needs a class-conditional model or one trained with "
-                          "diffusion.context_dropout")
+    m = load(args.ckpt or args.pretrained, args.device)
+    if world > 1 and m.device.type == "cuda":  # one GPU per torchrun process
+        m.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(m.device)
+        m.model = m.model.to(m.device)
+    sampler = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance": args.guidance,
+               "ddpm_variance": args.ddpm_variance}
+    s = m.sampler_config(**{("name" if k == "sampler" else k): v for k, v in sampler.items()})
+    k = m.num_classes
     if (args.classes is not None or args.labels is not None) and not k:
         raise RinkitError("--class / --labels given but the model is unconditional")
     classes = _parse_classes(args.classes, k) if k else None
@@ -161,12 +139,10 @@ def cmd_sample(args) -> int:
     if to_files:  # the evaluation path: N images with per-image seeds, sharded under torchrun
         if not n:
             raise RinkitError("--npz / --png-dir need --num-samples N (or --labels FILE)")
-        res = sample_to_files(model, cfg, n, args.seed, device, npz=args.npz, png_dir=args.png_dir,
-                              labels=torch.tensor(given) if given else None, classes=classes,
-                              batch_size=args.batch_size, progress=not args.quiet,
-                              carry_latents=args.carry_latents)
+        res = m.sample_to_files(n, args.seed, npz=args.npz, png_dir=args.png_dir, labels=given, classes=classes,
+                                batch_size=args.batch_size, progress=not args.quiet,
+                                carry_latents=args.carry_latents, **sampler)
         if rank == 0:
-            s = cfg.sampler
             print(f"{n} samples ({s.name}, {s.steps} steps, guidance {s.guidance}, seed {args.seed}, "
                   f"{world} process{'es' if world > 1 else ''}) in {res['seconds']:.1f}s")
             for key in ("npz", "png_dir"):
@@ -174,21 +150,41 @@ def cmd_sample(args) -> int:
                     print(f"wrote {res[key]}")
         if not args.out:
             return 0
-    if n:  # N samples, labels given or drawn uniformly (from --class if given)
-        labels = torch.tensor(given) if given else (draw_labels(n, k, args.seed, classes) if k else None)
-    else:  # a grid: --per-class samples of each class (or per-class^2 unconditional samples)
-        labels = torch.tensor(classes if classes else list(range(k))).repeat_interleave(args.per_class) if k else None
-        n = len(labels) if k else args.per_class ** 2
     if rank != 0:
         return 0
-    context = conditioning_examples(cfg, n, labels)
-    x = generate(model, cfg, n, labels, args.seed, device, batch_size=args.batch_size, context=context,
-                 carry_latents=args.carry_latents)
-    ckpt_path = Path(args.ckpt)
-    run_dir = ckpt_path.parent.parent if ckpt_path.is_file() else ckpt_path
-    out = Path(args.out) if args.out else run_dir / f"samples-{args.seed}"
-    for p in cfg.impl.write_samples(x, labels, out, cfg.options, context=context):
+    # N samples (labels given or drawn uniformly from --class), else a grid of --per-class per class
+    x = m.sample(n, given, classes=classes, per_class=args.per_class, seed=args.seed,
+                 batch_size=args.batch_size, carry_latents=args.carry_latents, **sampler)
+    if args.out:
+        out = Path(args.out)
+    elif args.pretrained:  # not next to the installed weights
+        out = Path("samples") / f"{args.pretrained}-{args.seed}"
+    else:
+        ckpt_path = Path(args.ckpt)
+        out = (ckpt_path.parent.parent if ckpt_path.is_file() else ckpt_path) / f"samples-{args.seed}"
+    for p in m.save(x, out):
         print(f"samples: {p}")
+    return 0
+
+
+def cmd_routing(args) -> int:
+    from rinkit.api import load
+    m = load(args.ckpt, args.device)
+    if args.classes is not None and not m.num_classes:
+        raise RinkitError("--class given but the model is unconditional")
+    classes = _parse_classes(args.classes, m.num_classes) if args.classes is not None else [None]
+    if len(classes) != 1:
+        raise RinkitError(f"--class takes one class for a routing view, got {args.classes!r}")
+    label = classes[0]
+    rec = m.routing(label, steps=args.steps, seed=args.seed, out=args.out, latents=args.latents)
+    if m.modality.token_view is None:
+        from rinkit.routing import TOKEN_INDEX_NOTE
+        print(f"note: {TOKEN_INDEX_NOTE.format(m=m.cfg.modality)}")
+    e, k = rec.read.shape[:2]
+    print(f"routing of {m.cfg.name} ({'class ' + str(rec.label) if rec.label is not None else 'unconditional'}, "
+          f"{e} evaluations x {k} blocks)")
+    for p in rec.files:
+        print(f"wrote {p}")
     return 0
 
 
@@ -338,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="write samples from a checkpoint")
-    s.add_argument("--ckpt", required=True, help="checkpoint file, or a run folder (newest checkpoint)")
+    s.add_argument("--ckpt", help="checkpoint file, or a run folder (newest checkpoint)")
+    s.add_argument("--pretrained", metavar="NAME", help="a model shipped with rinkit (e.g. digits; "
+                   "`rinkit sample --pretrained ?` lists them), instead of --ckpt")
     s.add_argument("--out", help="output path stem (default: <run>/samples-<seed>)")
     s.add_argument("--class", dest="classes", help="class index or comma list (default: every class)")
     s.add_argument("--per-class", type=POSITIVE_INT, default=10, help="samples per class in the grid (default 10)")
@@ -362,6 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", type=_device, default="auto")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
+
+    r = sub.add_parser("routing", help="where the latents read the interface over one sampling trajectory "
+                       "(heatmaps, GIF, per-latent views)")
+    r.add_argument("--ckpt", required=True, help="checkpoint file, run folder or shipped model name")
+    r.add_argument("--class", dest="classes", help="class of the sample (default 0 for class-conditional models)")
+    r.add_argument("--steps", type=POSITIVE_INT, help="sampling steps (default: the checkpoint's sampler)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--latents", type=POSITIVE_INT, default=4, help="latents in the per-latent view (default 4)")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--device", type=_device, default="auto")
+    r.set_defaults(func=cmd_routing)
 
     e = sub.add_parser("eval", help="FID / sFID / IS / precision-recall vs a reference (ADM evaluator protocol)")
     e.add_argument("images", nargs="?", help="samples (.npz with arr_0 uint8 NHWC, or a folder of images); "

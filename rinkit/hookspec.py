@@ -47,6 +47,10 @@ class Modality:
     invertible: the detokenizer can undo the tokenizer (a patch embedding and its un-patchify);
         the contract check then fits the pair briefly and requires detokenize(tokenize(x)) ~ x,
         which catches a detokenizer that puts values back in the wrong places.
+    token_view(values, x, options, state=None, context=None) -> uint8 (B, H, W, 3): optional; draws
+        a per-interface-token value (B, N) in [0, 1] onto the data x (B, *sample_shape) in [-1, 1]
+        (`state`: the tokenizer's state for x; `context`: the clean conditioning), e.g. a heatmap
+        over an image's patches. `rinkit routing` uses it; without it a token-index plot is drawn.
     """
     name: str
     description: str
@@ -59,6 +63,7 @@ class Modality:
     condition: Callable[[Any, Any], tuple[Any, Any, Any]] | None = None
     context_shape: Callable[[Any], tuple[int, ...]] | None = None
     invertible: bool = False
+    token_view: Callable[..., Any] | None = None
 
 
 @dataclass

@@ -10,7 +10,8 @@ Layers: `layer_norm` (the engine's LayerNorm, eps as the official code), `sincos
 `IMAGE_EXTENSIONS`, `to_uint8`, `get_dataset` (a registered dataset, e.g. held-out data for a
 metric). Metrics: `frechet_distance`, `frechet_distance_features`, `gaussian_stats`; and, imported
 on first use, the Inception FID tools `load_inception`, `load_ref`, `make_ref`, `evaluate_images`
-and `load_config` / `resolve` for scripts. Testing helpers for a plugin's own tests: rinkit.testing.
+and `load_config` / `resolve` for scripts; the heatmap helpers of `rinkit routing` for a
+`token_view`: `overlay`, `upsample`, `heat_rgb`. Testing helpers for a plugin's own tests: rinkit.testing.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from rinkit.registry import get_dataset, package_presets
 # heavy or circular at import time: loaded when a plugin first uses them
 _LAZY = {"load_inception": "rinkit.evaluate.inception", "load_ref": "rinkit.evaluate.fid",
          "make_ref": "rinkit.evaluate.evaluator", "evaluate_images": ("rinkit.evaluate.evaluator", "evaluate"),
-         "load_config": "rinkit.config", "resolve": "rinkit.build"}
+         "load_config": "rinkit.config", "resolve": "rinkit.build",
+         "overlay": "rinkit.routing", "upsample": "rinkit.routing", "heat_rgb": "rinkit.routing"}
 
 __all__ = ["DatasetSpec", "IMAGE_EXTENSIONS", "MetricSpec", "Modality", "OFFICIAL_MAX_COORD", "RinkitError",
            "frechet_distance", "frechet_distance_features", "gaussian_stats", "get_dataset", "hookimpl",

@@ -117,8 +117,8 @@ def write_samples(model, cfg: ConfigLike, path: Path, device, seed: int = 0, per
                                       cfg.options, context=context)
 
 
-def load_for_sampling(path: str | Path, device: str = "auto"):
-    """Checkpoint -> (EMA denoiser in eval mode, its resolved config, device)."""
+def load_for_sampling(path: str | Path, device: str = "auto", ema: bool = True):
+    """Checkpoint -> (EMA denoiser, or the raw weights with ema=False, in eval mode, its Config, device)."""
     from rinkit.train.checkpoint import load_checkpoint
     ckpt = load_checkpoint(path, weights_only=True)
     cfg = resolve(validate(ckpt.config), needs=ckpt.plugin)  # a missing plugin: which package to install
@@ -129,7 +129,9 @@ def load_for_sampling(path: str | Path, device: str = "auto"):
         cfg.model.attention = "sdpa"
     model = build_model(cfg)
     try:
-        model.load_state_dict(ckpt.ema or ckpt.model)
+        if not ema and not ckpt.model:
+            raise RinkitError(f"{path} holds EMA weights only (a shipped model); load it with ema=True")
+        model.load_state_dict((ckpt.ema or ckpt.model) if ema else ckpt.model)
     except RuntimeError as e:
         raise RinkitError(f"checkpoint weights do not fit its config: {str(e).splitlines()[0]}") from None
     return model.to(dev).eval(), cfg, dev

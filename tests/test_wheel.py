@@ -41,6 +41,8 @@ def test_wheels_install_into_a_fresh_venv_and_run_outside_the_checkout(tmp_path)
     assert [w.name.split("-")[0] for w in built] == ["rinkit", "rinkit_timeseries"]
     names = zipfile.ZipFile(built[0]).namelist()
     assert "rinkit/configs/digits.yaml" in names and "rinkit_plugins/image/__init__.py" in names
+    assert {"rinkit_plugins/image/weights/digits.safetensors",
+            "rinkit_plugins/audio/weights/audio-synth.safetensors"} <= set(names)  # shipped models
     assert "rinkit_timeseries/configs/timeseries.yaml" in zipfile.ZipFile(built[1]).namelist()
 
     # 2. a fresh venv: the wheels, non-editable, plus this environment's packages as a fallback
@@ -68,3 +70,6 @@ def test_wheels_install_into_a_fresh_venv_and_run_outside_the_checkout(tmp_path)
     out = rinkit("train", *TRAIN)
     assert (work / "runs" / "digits" / "checkpoints" / "step-0000020.safetensors").exists(), out
     assert (work / "runs" / "digits" / "samples.png").exists()
+    # the shipped model, straight from the installed wheel (offline)
+    assert "samples: samples/digits-0.png" in rinkit("sample", "--pretrained", "digits", "--per-class", "1", "--steps", "5")
+    assert (work / "samples" / "digits-0.png").exists()

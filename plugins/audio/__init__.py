@@ -85,13 +85,18 @@ def _metric(options, data_cfg):
     return AudioMetric(options, data_cfg)
 
 
+def _token_view(values, x, options, **kw):  # rinkit routing
+    from rinkit_plugins.audio.view import token_view
+    return token_view(values, x, options, **kw)
+
+
 @hookimpl
 def rinkit_modalities():
     return [Modality(
         name="audio", description="log-mel spectrograms (1, mels, frames): freq x time patches, WAV + PNG",
         options=AudioOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
         sample_shape=lambda o: (1, o.n_mels, o.frames), write_samples=_write, default_preset="audio-synth",
-        invertible=True)]
+        invertible=True, token_view=_token_view)]
 
 
 @hookimpl

@@ -75,13 +75,18 @@ def _inception_fid(options, data_cfg):
     return InceptionFID(options, data_cfg)
 
 
+def _token_view(values, x, options, **kw):  # rinkit routing
+    from rinkit_plugins.image.view import token_view
+    return token_view(values, x, options, **kw)
+
+
 @hookimpl
 def rinkit_modalities():
     return [Modality(
         name="image", description="images (B, C, H, W): ViT patches, PNG grids",
         options=ImageOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
         sample_shape=lambda o: (o.channels, *o.size), write_samples=_write, default_preset="digits",
-        invertible=True)]
+        invertible=True, token_view=_token_view)]
 
 
 @hookimpl

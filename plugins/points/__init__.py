@@ -103,17 +103,27 @@ def _metric(modality):
     return build
 
 
+def _points_view(values, x, options, **kw):  # rinkit routing
+    from rinkit_plugins.points.view import points_view
+    return points_view(values, x, options, **kw)
+
+
+def _voxels_view(values, x, options, **kw):  # rinkit routing
+    from rinkit_plugins.points.view import voxels_view
+    return voxels_view(values, x, options, **kw)
+
+
 @hookimpl
 def rinkit_modalities():
     return [
         Modality(name="points", description="point clouds (N, 3): groups of points, permutation-equivariant; PLY + PNG",
                  options=PointOptions, make_tokenizer=_point_tokenizer, make_detokenizer=_point_detokenizer,
                  sample_shape=lambda o: (o.num_points, 3), write_samples=_write_points,
-                 default_preset="points-shapes", invertible=True),
+                 default_preset="points-shapes", invertible=True, token_view=_points_view),
         Modality(name="voxels", description="voxel occupancy grids (1, D, D, D): 3-D patches; PLY + PNG + npy",
                  options=VoxelOptions, make_tokenizer=_voxel_tokenizer, make_detokenizer=_voxel_detokenizer,
                  sample_shape=lambda o: (1, o.grid_size, o.grid_size, o.grid_size), write_samples=_write_voxels,
-                 default_preset="points-voxels", invertible=True),
+                 default_preset="points-voxels", invertible=True, token_view=_voxels_view),
     ]
 
 

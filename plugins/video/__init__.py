@@ -111,6 +111,11 @@ def _fvd_metric(options, data_cfg):
     return FVDMetric(options, data_cfg)
 
 
+def _token_view(values, x, options, **kw):  # rinkit routing
+    from rinkit_plugins.video.view import token_view
+    return token_view(values, x, options, **kw)
+
+
 @hookimpl
 def rinkit_modalities():
     return [Modality(
@@ -118,7 +123,8 @@ def rinkit_modalities():
         options=VideoOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
         sample_shape=lambda o: (o.predicted_frames, o.channels, *o.size), write_samples=_write,
         default_preset="video-digits", condition=condition,
-        context_shape=lambda o: (o.context_frames, o.channels, *o.size), invertible=True)]
+        context_shape=lambda o: (o.context_frames, o.channels, *o.size), invertible=True,
+        token_view=_token_view)]
 
 
 @hookimpl

@@ -115,6 +115,17 @@ class MultiHeadAttention(nn.Module):
         x = x.view(b, n, parts, self.heads, -1).permute(2, 0, 3, 1, 4)  # parts, B, H, N, Dh
         return tuple(x.unbind(0))
 
+    @torch.no_grad()
+    def probabilities(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention weights softmax(QK^T / sqrt(Dh)), (B, H, Lq, Lk), that `forward` applies:
+        the fused kernels return none, so they are recomputed here, beside them, only when asked
+        (rinkit.routing calls this from forward hooks while it records; nothing else does)."""
+        if self.self_attention:
+            q, k, _ = self._heads(self.qkv(x), 3)
+        else:
+            (q,), (k, _) = self._heads(self.q(x), 1), self._heads(self.kv(context), 2)
+        return ((q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])).softmax(dim=-1)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if self.self_attention:
             q, k, v = self._heads(self.qkv(x), 3)
