@@ -30,12 +30,16 @@ def test_points_and_voxels_registered_with_presets():
     assert registry.get_modality("voxels").default_preset == "points-voxels"
     assert load_config("points-shapes").modality == "points" and load_config("points-voxels").modality == "voxels"
     with pytest.raises(RinkitError, match="num_groups"):
-        build_model(load_config("points-shapes", None, ["modality_options.num_groups=1000"]))
+        build_model(load_config("points-shapes", None, ["modality_options.tokens=groups",
+                                                        "modality_options.num_groups=1000"]))
+    with pytest.raises(RinkitError, match="local_k"):
+        build_model(load_config("points-shapes", None, ["modality_options.local_k=256"]))
 
 
-def test_point_denoiser_is_permutation_equivariant():
+@pytest.mark.parametrize("tokens", ["points", "groups"])
+def test_point_denoiser_is_permutation_equivariant(tokens):
     """Permuting the input points permutes the prediction identically; latents are unchanged."""
-    cfg = small_points_cfg()
+    cfg = small_points_cfg(f"modality_options.tokens={tokens}")
     model = build_model(cfg).eval()
     torch.nn.init.ones_(model.core.self_cond.norm_out.weight)  # make the warm-start path matter
     x, _ = shape_clouds(128, "train").tensors(3)
@@ -50,8 +54,34 @@ def test_point_denoiser_is_permutation_equivariant():
     torch.testing.assert_close(lat_p, lat, atol=1e-5, rtol=1e-5)
 
 
+def test_point_tokens_are_points_with_their_neighbourhoods():
+    """tokens: points (the default): one token per point, in the input's order; a token sees its
+    own position and its k nearest neighbours' offsets, so moving one point changes only its own
+    token and those of the points that have it as a neighbour."""
+    o = PointOptions(num_points=64, local_k=4)
+    m = registry.get_modality("points")
+    tok, detok = m.make_tokenizer(o, 16), m.make_detokenizer(o, 16)
+    torch.manual_seed(0)
+    x = torch.rand(2, 64, 3) * 2 - 1
+    tokens = tok(x)
+    assert tokens.shape == (2, 64, 16) and detok(tokens).shape == x.shape
+    perm = torch.randperm(64)
+    torch.testing.assert_close(tok(x[:, perm]), tokens[:, perm])
+    moved = x.clone()
+    moved[0, 5] += 0.05
+    changed = (tok(moved) - tokens).abs().amax(-1) > 1e-6                      # (2, 64)
+    knn = ((x[0, :, None] - x[0, None]) ** 2).sum(-1).topk(5, largest=False).indices[:, 1:]
+    near = set(((knn == 5).any(1)).nonzero().flatten().tolist()) | {5}
+    assert not changed[1].any() and set(changed[0].nonzero().flatten().tolist()) <= near
+    assert changed[0, 5]
+    # without neighbourhoods a token is a function of its own point alone
+    o0 = PointOptions(num_points=64)
+    tok0 = m.make_tokenizer(o0, 16)
+    assert ((tok0(moved) - tok0(x)).abs().amax(-1) > 1e-6).sum() == 1
+
+
 def test_point_tokens_are_groups_of_points():
-    o = PointOptions(num_points=64, num_groups=8, group_size=5)
+    o = PointOptions(num_points=64, tokens="groups", num_groups=8, group_size=5)
     m = registry.get_modality("points")
     tok, detok = m.make_tokenizer(o, 16), m.make_detokenizer(o, 16)
     x = torch.rand(2, 64, 3) * 2 - 1

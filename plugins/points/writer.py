@@ -28,13 +28,13 @@ def render(clouds: list[np.ndarray], per_row: int, path: Path, max_cells: int = 
     import matplotlib.pyplot as plt
     clouds = clouds[:max_cells]
     rows = max(1, -(-len(clouds) // per_row))
-    fig = plt.figure(figsize=(1.6 * per_row, 1.6 * rows), dpi=80)
+    fig = plt.figure(figsize=(1.8 * per_row, 1.8 * rows), dpi=90)
     for i, p in enumerate(clouds):
         ax = fig.add_subplot(rows, per_row, i + 1, projection="3d")
         if len(p):
-            ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=1.5, c=p[:, 2], cmap="viridis", vmin=-1, vmax=1, linewidths=0)
+            ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=2.5, c=p[:, 2], cmap="viridis", vmin=-1, vmax=1, linewidths=0)
         ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1))
-        ax.set_box_aspect((1, 1, 1))
+        ax.set_box_aspect((1, 1, 1), zoom=1.6)  # the [-1, 1] cube fills the cell (no axes are drawn)
         ax.set_axis_off()
     fig.subplots_adjust(0, 0, 1, 1, 0, 0)
     fig.savefig(path)
