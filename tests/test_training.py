@@ -24,8 +24,10 @@ def test_gradients_reach_every_parameter(tiny_cfg):
 
 
 def test_lr_schedule_warmup_then_truncated_cosine():
-    assert lr_factor(0, 100, 10, "cosine@0.8") == pytest.approx(0.1)
-    assert lr_factor(9, 100, 10, "cosine@0.8") == pytest.approx(1.0)
+    # official warm-up: step / W, so the first update has LR 0 and update W the peak
+    assert lr_factor(0, 100, 10, "cosine@0.8") == 0.0
+    assert lr_factor(1, 100, 10, "cosine@0.8") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "cosine@0.8") == pytest.approx(0.9)
     assert lr_factor(10, 100, 10, "cosine@0.8") == pytest.approx(1.0)
     # the official cosine@r ends at 0.5 (1 + cos(r pi)): 9.5 % for r = 0.8
     assert lr_factor(100, 100, 10, "cosine@0.8") == pytest.approx(0.0955, abs=1e-3)
@@ -139,24 +141,31 @@ def test_resume_refuses_a_different_model(tiny_cfg, tmp_path):
         train(tiny_cfg("train.steps=4", "model.latent_dim=64"), run_dir=tmp_path, progress=False)
 
 
-def test_interrupt_keeps_last_checkpoint_and_saves_progress(tiny_cfg, tmp_path, monkeypatch):
+def test_ctrl_c_finishes_the_step_and_saves_a_second_aborts_without_saving(tiny_cfg, tmp_path, monkeypatch):
+    import signal
     from rinkit.diffusion.process import Diffusion
     cfg = tiny_cfg("train.steps=20", "train.ckpt_every=3")
-    calls = {"n": 0}
+    calls, presses = {"n": 0}, {8: 1}
     real = Diffusion.loss
 
-    def flaky(self, *a, **k):
+    def ctrl_c(self, *a, **k):  # real SIGINTs in the middle of a step (loss call 8 is step 7 -> 8)
         calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt
+        for _ in range(presses.get(calls["n"], 0)):
+            signal.raise_signal(signal.SIGINT)
         return real(self, *a, **k)
-    monkeypatch.setattr(Diffusion, "loss", flaky)
+    monkeypatch.setattr(Diffusion, "loss", ctrl_c)
+    res = train(cfg, run_dir=tmp_path, progress=False)
+    assert res.stopped == "SIGINT" and res.step == 8 and not res.samples
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names[-1] == "step-0000008.safetensors"  # the whole step, then a checkpoint
+    assert load_checkpoint(tmp_path / "checkpoints" / names[-1]).step == 8
+    # resumed (periodic save at 9); two presses inside step 10 -> 11: abort, step 10 is not saved
+    calls["n"], presses = 0, {3: 2}
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run_dir=tmp_path, progress=False)
-    names = [p.name for p in list_checkpoints(tmp_path)]
-    assert names[-1] == "step-0000007.safetensors"  # progress since the last periodic save is kept
-    assert load_checkpoint(tmp_path / "checkpoints" / names[-1]).step == 7
+    assert [p.name for p in list_checkpoints(tmp_path)][-1] == "step-0000009.safetensors"
     assert not list((tmp_path / "checkpoints").glob(".*tmp*"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
 def test_non_finite_losses_skip_then_stop(tiny_cfg, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from rinkit.registry import DatasetSpec, MetricSpec, Modality, hookimpl
 
@@ -26,7 +26,7 @@ class AudioOptions(BaseModel):
     f_min: float = Field(0.0, ge=0)
     f_max: float | None = None  # None = sample_rate / 2
     db_range: tuple[float, float] = (-80.0, 0.0)  # dB re a full-scale sine, mapped onto [-1, 1]
-    patch_size: int | tuple[int, int] = (8, 4)  # (mel bins, frames)
+    patch_size: PositiveInt | tuple[PositiveInt, PositiveInt] = (8, 4)  # (mel bins, frames)
     pos_emb: Literal["sincos", "factorized", "sincos+factorized"] = "sincos+factorized"
     griffin_lim_iters: int = Field(32, ge=1)
 
@@ -90,13 +90,14 @@ def rinkit_modalities():
     return [Modality(
         name="audio", description="log-mel spectrograms (1, mels, frames): freq x time patches, WAV + PNG",
         options=AudioOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
-        sample_shape=lambda o: (1, o.n_mels, o.frames), write_samples=_write, default_preset="audio-synth")]
+        sample_shape=lambda o: (1, o.n_mels, o.frames), write_samples=_write, default_preset="audio-synth",
+        invertible=True)]
 
 
 @hookimpl
 def rinkit_datasets():
     return [DatasetSpec("audio", "synth", "built-in synthetic clips: note, chord, arpeggio, drums (4 classes)",
-                        _synth, num_classes=4),
+                        _synth, num_classes=4, reads_path=False),
             DatasetSpec("audio", "folder", "WAV/FLAC files under data.path, class sub-folders as labels",
                         _folder)]
 

@@ -12,7 +12,9 @@ spectrograms (spectrogram.py).
 `folder`: data.path holds audio files (.wav / .flac / .ogg, read with soundfile), in class
 sub-folders (sorted names = labels) or directly (label 0). Files are mixed to mono, resampled to
 `sample_rate` (scipy's polyphase resampler) and cut into consecutive `duration`-long clips (the
-last one zero-padded). Sub-folders `train/` and `test/` are used as the splits when present;
+last one zero-padded). A file sampled too slowly to fill the spectrogram (its Nyquist frequency
+below f_max, which defaults to sample_rate / 2) is an error naming it: upsampling cannot add the
+missing band, and the model would learn silent high frequencies. Sub-folders `train/` and `test/` are used as the splits when present;
 otherwise every 10th file of each class is held out."""
 from __future__ import annotations
 
@@ -167,13 +169,18 @@ def synth(options, data_cfg=None, split: str = "train") -> SynthSpectrograms:
 
 # -- real audio on disk --------------------------------------------------------------------------
 
-def read_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 waveform at `sample_rate`."""
+def read_audio(path: Path, sample_rate: int, f_max: float | None = None) -> np.ndarray:
+    """Mono float32 waveform at `sample_rate`; with `f_max`, files whose content stops below it
+    (sampled at less than 2 f_max) are refused."""
     import soundfile as sf
     try:
         wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises its own error types for unreadable files
         raise RinkitError(f"cannot read audio file {path}: {e}") from None
+    if f_max is not None and sr < 2 * f_max:
+        raise RinkitError(f"{path}: sampled at {sr} Hz, so it holds nothing above {sr / 2:g} Hz, but the "
+                          f"spectrogram reaches {f_max:g} Hz (modality_options.sample_rate {sample_rate}); use "
+                          f"files sampled at >= {2 * f_max:g} Hz or lower modality_options.sample_rate / f_max")
     wave = wave.mean(1)
     if sr != sample_rate:
         from scipy.signal import resample_poly
@@ -195,7 +202,7 @@ def folder(options, data_cfg, split: str = "train") -> Spectrograms:
     files = labelled_files(data_cfg.path, AUDIO_EXTS, split, "WAV/FLAC files")
     waves, labels = [], []
     for f, k in files:
-        for c in clips(read_audio(f, options.sample_rate), options.n_samples):
+        for c in clips(read_audio(f, options.sample_rate, options.f_max or options.sample_rate / 2), options.n_samples):
             waves.append(c)
             labels.append(k)
     return Spectrograms(to_spectrograms(torch.from_numpy(np.stack(waves)), options), torch.tensor(labels))

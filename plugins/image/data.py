@@ -74,6 +74,8 @@ import io  # noqa: E402
 import pickle  # noqa: E402
 import re  # noqa: E402
 import tarfile  # noqa: E402
+import zipfile  # noqa: E402
+import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from rinkit.errors import RinkitError  # noqa: E402
@@ -201,6 +203,13 @@ class ArrayImages(Dataset):
             raise RinkitError(f"{name}: expected images shaped (N, H, W) or (N, H, W, C), got {images.shape}")
         if labels is not None and len(labels) != len(images):
             raise RinkitError(f"{name}: {len(images)} images but {len(labels)} labels")
+        if images.dtype.kind not in "buif":
+            raise RinkitError(f"{name}: pixels must be numbers, got dtype {images.dtype}")
+        if images.dtype.kind == "f":  # NaN would silently become 0 below
+            for start in range(0, len(images), 4096):  # in chunks: no full-size boolean copy
+                bad = ~np.isfinite(images[start:start + 4096]).reshape(min(4096, len(images) - start), -1).all(1)
+                if bad.any():
+                    raise RinkitError(f"{name}: image {start + int(np.argmax(bad))} holds NaN or infinite pixels")
         if images.dtype != np.uint8:  # floats in [-1, 1] or [0, 1], or integers 0..255
             if np.issubdtype(images.dtype, np.floating) and images.min() >= -1.0 and images.max() <= 1.0:
                 images = (images + 1.0) * 127.5 if images.min() < 0 else images * 255.0
@@ -373,10 +382,14 @@ def npz_images(options, data_cfg, split: str = "train") -> ArrayImages:
         if not p.is_file():
             raise RinkitError(f"{p} not found")
     try:
-        with np.load(p, allow_pickle=False) as z:
+        z = np.load(p, allow_pickle=False)
+        if not hasattr(z, "files"):
+            raise RinkitError(f"{p}: a single array, not a .npz archive of named arrays (x, y)")
+        with z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise RinkitError(f"cannot read {p}: {str(e).splitlines()[0]}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        why = "object arrays are pickles and are not loaded" if "allow_pickle" in str(e) else str(e).splitlines()[0]
+        raise RinkitError(f"cannot read {p}: {why or type(e).__name__}") from None
     xk = next((k for k in ("x", "images", "arr_0") if k in arrays), None)
     if xk is None:
         raise RinkitError(f"{p}: no image array (looked for x, images, arr_0; found {', '.join(arrays)})")
@@ -422,33 +435,76 @@ def tar_shards(options, data_cfg, split: str = "train") -> ImageFileDataset:
     missing = [s for s in shards if not s.is_file()]
     if not shards or missing:
         raise RinkitError(f"tar shard {missing[0] if missing else spec} not found")
-    items, labels_seen = [], set()
+    skip = data_cfg.skip_corrupt
+    per_shard, truncated, skipped = [], 0, 0
     for shard in shards:
-        try:
-            with tarfile.open(shard, "r:") as tf:
-                members = [m for m in tf.getmembers() if m.isfile()]
-                images, labels = {}, {}
-                for m in members:
-                    key, _, ext = m.name.partition(".")
-                    ext = "." + ext.lower()
-                    if ext in IMAGE_EXTS:
-                        images[key] = (str(shard), m.name, m.offset_data, m.size)
-                    elif ext in (".cls", ".label"):
-                        f = tf.extractfile(m)
-                        text = f.read().decode("utf-8", "replace").strip() if f else ""
-                        if not re.fullmatch(r"\d+", text):
-                            raise RinkitError(f"{shard}:{m.name}: label {text[:20]!r} is not a non-negative integer")
-                        labels[key] = int(text)
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise RinkitError(f"cannot read tar shard {shard}: {e}") from None
+        images, labels, cut = _scan_shard(shard)
+        if cut and not skip:
+            raise RinkitError(f"tar shard {shard} is truncated ({cut}); re-create or re-download it, or set "
+                              "data.skip_corrupt=true to train on its complete examples")
+        truncated += bool(cut)
+        per_shard.append((shard, images, labels))
+    # A webdataset example is all files of a key: when labels exist, an image without one is an
+    # incomplete example (e.g. its .cls was cut off), not one of class 0.
+    labelled = any(labels for _, _, labels in per_shard)
+    items, labels_seen = [], set()
+    for shard, images, labels in per_shard:
         for key in sorted(images):
+            if labelled and key not in labels:
+                if not skip:
+                    raise RinkitError(f"{shard}:{key}: an image without a .cls label while the shards have "
+                                      "labels (an incomplete example); set data.skip_corrupt=true to skip it")
+                skipped += 1
+                continue
             items.append((images[key], labels.get(key, 0)))
             labels_seen.add(labels.get(key, 0))
+    if truncated or skipped:
+        print(f"data: {truncated} truncated shard(s) (their complete examples kept), {skipped} image(s) "
+              "without a label skipped (data.skip_corrupt)")
     if not items:
         raise RinkitError(f"no images in the tar shards {spec}")
     n_cls = max(labels_seen) + 1 if labels_seen != {0} else 0
     return ImageFileDataset(items, options, data_cfg, split,
                             classes=[str(i) for i in range(n_cls)] if n_cls else None)
+
+
+def _scan_shard(shard: Path) -> tuple[dict, dict, str]:
+    """Index one shard: {key: (shard, member, offset, size)} of images, {key: label}, and why the
+    shard is truncated ('' if it is whole). Only complete members are indexed. A tar ends with
+    two zero blocks; a file cut at a member boundary reads as a shorter valid archive without them."""
+    size, members, cut = shard.stat().st_size, [], ""
+    try:
+        with tarfile.open(shard, "r:") as tf:
+            try:
+                for m in tf:
+                    members.append(m)
+            except tarfile.ReadError as e:  # the file ends inside a member
+                if not members:
+                    raise
+                cut = f"{e} after {members[-1].name}"
+            if not cut:
+                with open(shard, "rb") as f:
+                    f.seek(tf.offset)
+                    if f.read(1024) != bytes(1024):
+                        cut = f"no end-of-archive marker after {members[-1].name if members else 'the start'}"
+            images, labels = {}, {}
+            with open(shard, "rb") as f:
+                for m in members:
+                    if not m.isfile() or m.offset_data + m.size > size:
+                        continue
+                    key, _, ext = m.name.partition(".")
+                    ext = "." + ext.lower()
+                    if ext in IMAGE_EXTS:
+                        images[key] = (str(shard), m.name, m.offset_data, m.size)
+                    elif ext in (".cls", ".label"):
+                        f.seek(m.offset_data)
+                        text = f.read(m.size).decode("utf-8", "replace").strip()
+                        if not re.fullmatch(r"\d+", text):
+                            raise RinkitError(f"{shard}:{m.name}: label {text[:20]!r} is not a non-negative integer")
+                        labels[key] = int(text)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise RinkitError(f"cannot read tar shard {shard}: {e}") from None
+    return images, labels, cut
 
 
 def imagenet(options, data_cfg, split: str = "train") -> ImageFileDataset:

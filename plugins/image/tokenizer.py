@@ -1,4 +1,4 @@
-"""Image tokenizer and detokenizer (rin-spec.md sections 1.1 and 1.4).
+"""Image tokenizer and detokenizer (docs/method.md §2).
 
 Tokenizer: patch embedding (conv with kernel = stride = patch, i.e. a linear patch projection)
 -> flatten to (H/p)(W/p) tokens -> LayerNorm -> + positional embedding (learned by default;
@@ -10,19 +10,19 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from rinkit.engine.positions import sincos_grid
+from rinkit.engine.positions import OFFICIAL_MAX_COORD, sincos_grid
 from rinkit.engine.rin import layer_norm
 
 
 class PositionalEmbedding(nn.Module):
-    def __init__(self, grid: tuple[int, ...], dim: int, kind: str):
+    def __init__(self, grid: tuple[int, ...], dim: int, kind: str, max_coord: float | None = None):
         super().__init__()
         n = 1
         for g in grid:
             n *= g
         self.kind = kind
         if kind in ("sincos", "sincos+learned"):
-            self.register_buffer("fixed", sincos_grid(grid, dim), persistent=False)
+            self.register_buffer("fixed", sincos_grid(grid, dim, max_coord), persistent=False)
         if kind in ("learned", "sincos+learned"):
             self.learned = nn.Parameter(torch.zeros(n, dim))
             if kind == "learned":
@@ -43,7 +43,8 @@ class ImageTokenizer(nn.Module):
         self.grid = (image_size[0] // patch_size, image_size[1] // patch_size)
         self.patch = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
         self.norm = layer_norm(dim) if stem_norm else nn.Identity()
-        self.pos = PositionalEmbedding(self.grid, dim, pos_emb)
+        # sin-cos coordinates scaled to [0, 1000] per axis, as the official image denoiser
+        self.pos = PositionalEmbedding(self.grid, dim, pos_emb, max_coord=OFFICIAL_MAX_COORD)
 
     def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
         x = self.patch(x).flatten(2).transpose(1, 2)  # B, N, D (row-major patches)

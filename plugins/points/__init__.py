@@ -123,21 +123,21 @@ def rinkit_modalities():
         Modality(name="points", description="point clouds (N, 3): groups of points, permutation-equivariant; PLY + PNG",
                  options=PointOptions, make_tokenizer=_point_tokenizer, make_detokenizer=_point_detokenizer,
                  sample_shape=lambda o: (o.num_points, 3), write_samples=_write_points,
-                 default_preset="points-shapes"),
+                 default_preset="points-shapes", invertible=True),
         Modality(name="voxels", description="voxel occupancy grids (1, D, D, D): 3-D patches; PLY + PNG + npy",
                  options=VoxelOptions, make_tokenizer=_voxel_tokenizer, make_detokenizer=_voxel_detokenizer,
                  sample_shape=lambda o: (1, o.grid_size, o.grid_size, o.grid_size), write_samples=_write_voxels,
-                 default_preset="points-voxels"),
+                 default_preset="points-voxels", invertible=True),
     ]
 
 
 @hookimpl
 def rinkit_datasets():
     desc = "built-in procedural shapes: sphere, box, torus, cylinder (random size and pose), 4 classes"
-    return [DatasetSpec("points", "shapes", desc, _shape_clouds, num_classes=4),
+    return [DatasetSpec("points", "shapes", desc, _shape_clouds, num_classes=4, reads_path=False),
             DatasetSpec("points", "folder", ".ply/.npy/.xyz point sets under data.path, class sub-folders as labels",
                         _folder),
-            DatasetSpec("voxels", "shapes", desc + " (solid occupancy)", _shape_voxels, num_classes=4)]
+            DatasetSpec("voxels", "shapes", desc + " (solid occupancy)", _shape_voxels, num_classes=4, reads_path=False)]
 
 
 @hookimpl

@@ -7,8 +7,9 @@ grids (1, D, D, D) solid occupancy in {-1, +1}.
 `folder` (points): point sets under data.path as .ply (plyfile), .npy (N x >=3 array, first three
 columns) or .xyz (text, x y z per line), in class sub-folders (sorted names = labels) or directly
 (label 0). Each set is centred on its bounding-box centre and, with `normalize: unit_sphere`,
-scaled so its farthest point lies at radius 0.9; then `num_points` points are drawn (without
-replacement when the set is large enough) from a generator seeded by the file's index.
+scaled so its farthest point lies at radius 0.9; then `num_points` points are drawn without
+replacement from a generator seeded by the file's index. A set with fewer points than that, or
+with NaN / infinite coordinates, is an error naming the file.
 Sub-folders `train/` and `test/` are the splits when present; otherwise every 10th file of each
 class is held out."""
 from __future__ import annotations
@@ -120,5 +121,10 @@ def prepare(points: np.ndarray, n: int, normalize: str, seed: int) -> np.ndarray
 
 def folder(options, data_cfg, split: str = "train") -> TensorClouds:
     files = labelled_files(data_cfg.path, POINT_EXTS, split, ".ply / .npy / .xyz point sets")
-    pts = [prepare(read_points(f), options.num_points, options.normalize, i) for i, (f, _) in enumerate(files)]
+    pts = []
+    for i, (f, _) in enumerate(files):
+        p = read_points(f)
+        if len(p) < options.num_points:  # drawing with repetition would teach duplicated points
+            raise RinkitError(f"{f}: {len(p)} points, fewer than modality_options.num_points={options.num_points}")
+        pts.append(prepare(p, options.num_points, options.normalize, i))
     return TensorClouds(torch.from_numpy(np.stack(pts)), torch.tensor([k for _, k in files]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from rinkit.registry import DatasetSpec, MetricSpec, Modality, hookimpl
 
@@ -18,7 +18,7 @@ class VideoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     frames: int = Field(16, ge=1)              # clip length T (context + predicted)
     context_frames: int = Field(0, ge=0)       # k given frames; 0 = unconditional
-    frame_size: int | tuple[int, int] = 32
+    frame_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
     channels: int = Field(1, ge=1)
     patch_size: int = Field(4, ge=1)           # spatial patch p
     time_patch: int = Field(2, ge=1)           # temporal patch (the official `seq_stride`)
@@ -118,14 +118,15 @@ def rinkit_modalities():
         options=VideoOptions, make_tokenizer=_tokenizer, make_detokenizer=_detokenizer,
         sample_shape=lambda o: (o.predicted_frames, o.channels, *o.size), write_samples=_write,
         default_preset="video-digits", condition=condition,
-        context_shape=lambda o: (o.context_frames, o.channels, *o.size))]
+        context_shape=lambda o: (o.context_frames, o.channels, *o.size), invertible=True)]
 
 
 @hookimpl
 def rinkit_datasets():
     return [
         DatasetSpec("video", "moving_digits", "scikit-learn digits moving and bouncing in a canvas "
-                    "(deterministic from data_seed; class = digit)", _moving_digits, num_classes=10),
+                    "(deterministic from data_seed; class = digit)", _moving_digits, num_classes=10,
+                    reads_path=False),
         DatasetSpec("video", "video_folder", "video files under data.path (decord), clips of `frames` "
                     "every `frame_stride` frames; data.path/{train,test} if present", _video_folder),
         DatasetSpec("video", "frame_folders", "one folder of frame images per video under data.path",

@@ -10,8 +10,11 @@ video_folder: video files under data.path (data.path/train and data.path/test wh
     imageio-ffmpeg reader is the fallback where no decord wheel exists). Clips of `frames`
     frames taken every `frame_stride` frames: a random start when training, the middle clip for
     the test split; short videos repeat their last frame. Frames are resized (short side,
-    antialiased) and centre-cropped to frame_size.
-frame_folders: the same with one folder of frame images (PNG/JPEG, sorted by name) per video."""
+    antialiased) and centre-cropped to frame_size. A video with fewer frames than a clip
+    (`frames` = given + predicted) is an error naming it (data.skip_corrupt: checked up front and
+    left out, with undecodable files).
+frame_folders: the same with one folder of frame images (PNG/JPEG, sorted by name) per video;
+    frames of one clip must share a size."""
 from __future__ import annotations
 
 import functools
@@ -112,11 +115,14 @@ def _decord():
 
 def video_length(path: Path) -> int:
     dec = _decord()
-    if dec is not None:
-        return len(dec.VideoReader(str(path), num_threads=1))
-    import imageio.v2 as iio
-    with iio.get_reader(path, "ffmpeg") as r:
-        return int(r.count_frames())
+    try:
+        if dec is not None:
+            return len(dec.VideoReader(str(path), num_threads=1))
+        import imageio.v2 as iio
+        with iio.get_reader(path, "ffmpeg") as r:
+            return int(r.count_frames())
+    except Exception as e:  # decoder errors carry C++ traces: one line naming the file instead
+        raise RinkitError(f"cannot decode {path}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
 
 
 def read_frames(path: Path, indices: list[int]) -> np.ndarray:
@@ -177,19 +183,44 @@ def _labelled(root: Path, items: list[Path]) -> tuple[list[Path], list[int]]:
 
 
 class VideoClips(Dataset):
-    def __init__(self, items: list, labels: list[int], options, train: bool, reader, length):
+    def __init__(self, items: list, labels: list[int], options, train: bool, reader, length,
+                 skip_corrupt: bool = False):
         self.items, self.labels, self.opts, self.train = items, labels, options, train
         self.reader, self.length = reader, length
         self._lengths: dict[int, int] = {}
+        if skip_corrupt:  # check every video once, up front; leave out (and count) the bad ones
+            keep = []
+            for i in range(len(items)):
+                try:
+                    self._checked_length(i)
+                    keep.append(i)
+                except RinkitError:
+                    pass
+            if len(keep) < len(items):
+                print(f"data: skipped {len(items) - len(keep)} of {len(items)} videos that are unreadable or "
+                      f"shorter than {options.frames} frames (data.skip_corrupt)")
+            self._lengths = {j: self._lengths[i] for j, i in enumerate(keep)}
+            self.items, self.labels = [items[i] for i in keep], [labels[i] for i in keep]
+            if not self.items:
+                raise RinkitError("no usable videos left (all skipped by data.skip_corrupt)")
+
+    def _checked_length(self, i: int) -> int:
+        n = self._lengths.get(i)
+        if n is None:
+            n = self.length(self.items[i])
+            if n < self.opts.frames:
+                raise RinkitError(f"{self.items[i]}: {n} frame(s), shorter than a clip of {self.opts.frames} "
+                                  f"(context_frames {self.opts.context_frames} given + "
+                                  f"{self.opts.predicted_frames} predicted)")
+            self._lengths[i] = n
+        return n
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
         o = self.opts
-        n = self._lengths.get(i)
-        if n is None:
-            n = self._lengths[i] = self.length(self.items[i])
+        n = self._checked_length(i)
         span = (o.frames - 1) * o.frame_stride + 1
         room = max(n - span, 0)
         start = int(torch.randint(room + 1, ())) if self.train else room // 2
@@ -203,7 +234,7 @@ def video_folder(options, data_cfg, split: str = "train") -> VideoClips:
     if not files:
         raise RinkitError(f"no video files ({', '.join(sorted(VIDEO_EXT))}) under {root}")
     items, labels = _labelled(root, files)
-    return VideoClips(items, labels, options, split == "train", read_frames, video_length)
+    return VideoClips(items, labels, options, split == "train", read_frames, video_length, data_cfg.skip_corrupt)
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -213,7 +244,19 @@ def _frame_files(folder: Path) -> list[Path]:
 def _read_image_frames(folder: Path, indices: list[int]) -> np.ndarray:
     from PIL import Image
     files = _frame_files(folder)
-    return np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in indices])
+    frames = {}
+    for i in sorted(set(indices)):
+        try:
+            with Image.open(files[i]) as im:
+                frames[i] = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:  # truncated / not an image
+            raise RinkitError(f"cannot read frame {files[i]}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    sizes = {i: f.shape[:2] for i, f in frames.items()}
+    if len(set(sizes.values())) > 1:
+        a, b = sorted(sizes, key=lambda i: sizes[i])[::len(sizes) - 1]
+        raise RinkitError(f"{folder}: frames differ in size ({files[a].name} is {sizes[a][1]}x{sizes[a][0]}, "
+                          f"{files[b].name} is {sizes[b][1]}x{sizes[b][0]}); one video's frames must share a size")
+    return np.stack([frames[i] for i in indices])
 
 
 def frame_folders(options, data_cfg, split: str = "train") -> VideoClips:
@@ -223,4 +266,4 @@ def frame_folders(options, data_cfg, split: str = "train") -> VideoClips:
         raise RinkitError(f"no folders of frame images ({', '.join(sorted(IMAGE_EXT))}) under {root}")
     items, labels = _labelled(root, folders)
     return VideoClips(items, labels, options, split == "train", _read_image_frames,
-                      lambda f: len(_frame_files(f)))
+                      lambda f: len(_frame_files(f)), data_cfg.skip_corrupt)

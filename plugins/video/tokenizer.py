@@ -1,4 +1,4 @@
-"""Video tokenizer and detokenizer (rin-spec.md section 5).
+"""Video tokenizer and detokenizer (docs/method.md §7).
 
 Tokenizer: a Conv3d stem with kernel = stride = (time_patch, p, p) (a linear space-time patch
 projection) -> flatten to T'·H'·W' tokens -> LayerNorm -> + positional embedding over the
@@ -36,6 +36,11 @@ class VideoTokenizer(nn.Module):
         self.norm = layer_norm(dim)
         self.pos = PositionalEmbedding((self.slots_ctx + self.slots_pred, h // self.p, w // self.p), dim,
                                        opts.pos_emb)
+
+    @property
+    def num_cond_tokens(self) -> int:
+        """The given frames' tokens, appended last to the interface (the engine's write_context)."""
+        return self.slots_ctx * self.per_slot
 
     def embed(self, v: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, ceil(T/tp)·H'·W', D), time-major. `last` (B, 1, C, H, W), the

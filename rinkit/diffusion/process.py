@@ -1,4 +1,4 @@
-"""The Gaussian diffusion process RIN is trained with (rin-spec.md sections 2-3).
+"""The Gaussian diffusion process RIN is trained with (docs/method.md §3-4).
 
 Continuous time t ~ U(0, 1); gamma(t) is the signal variance; data in [-1, 1] are scaled by the
 input scale b, so x_0 lies in [-b, b]:   x_t = sqrt(gamma) x_0 + sqrt(1 - gamma) eps.
@@ -34,13 +34,21 @@ def randn(shape, generator=None, device=None) -> torch.Tensor:
 class Diffusion:
     def __init__(self, train_schedule: str | Schedule = "cosine", sample_schedule: str | Schedule = "cosine",
                  pred: str = "eps", input_scale: float = 1.0, self_cond_rate: float = 0.9,
-                 cond_dropout: float = 0.0, num_classes: int = 0):
+                 cond_dropout: float = 0.0, num_classes: int = 0, self_cond_x0: bool = False,
+                 context_dropout: float = 0.0):
         if pred not in TARGETS:
             raise ValueError(f"unknown prediction target {pred!r}; choose one of {TARGETS}")
         as_sched = lambda s: parse_schedule(s) if isinstance(s, str) else s  # noqa: E731
         self.train_schedule, self.sample_schedule = as_sched(train_schedule), as_sched(sample_schedule)
         self.pred, self.b = pred, float(input_scale)
         self.self_cond_rate, self.cond_dropout, self.num_classes = self_cond_rate, cond_dropout, num_classes
+        if self_cond_x0 and self_cond_rate <= 0:
+            raise ValueError("self_cond_x0 needs self_cond_rate > 0 (the estimate comes from the first pass)")
+        self.self_cond_x0 = self_cond_x0
+        # Classifier-free guidance on clean conditioning data (e.g. given video frames): the
+        # context is replaced by the null context, zeros (a constant mid-grey clip for data in
+        # [-1, 1], which no dataset holds), for this fraction of training examples.
+        self.context_dropout = context_dropout
 
     # -- conversions ------------------------------------------------------------------------
     def add_noise(self, x0, gamma, eps):
@@ -74,6 +82,19 @@ class Diffusion:
         drop = torch.rand(labels.shape, generator=generator, device=labels.device) < self.cond_dropout
         return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
+    @staticmethod
+    def null_context(context: torch.Tensor) -> torch.Tensor:
+        """The unconditional stand-in for a clean conditioning tensor (context guidance)."""
+        return torch.zeros_like(context)
+
+    def drop_context(self, context, generator=None):
+        if context is None or self.context_dropout <= 0:
+            return context
+        if not torch.is_tensor(context):
+            raise ValueError("context_dropout needs the modality's context to be one tensor")
+        drop = torch.rand(context.shape[0], generator=generator, device=context.device) < self.context_dropout
+        return torch.where(broadcast(drop, context), self.null_context(context), context)
+
     def loss(self, model: Callable, x: torch.Tensor, labels: torch.Tensor | None = None,
              context=None, loss_mask: torch.Tensor | None = None, generator=None):
         """Unweighted MSE on the target. `x` is data in [-1, 1]; `loss_mask` (broadcastable to
@@ -82,24 +103,37 @@ class Diffusion:
         Latent self-conditioning in the official "masking" mode: pass 1 runs on the whole batch
         with no previous latents (dropout on, no gradient = stop-gradient); its latents are kept
         for a fraction `self_cond_rate` of the examples and zeroed for the rest; the loss is
-        taken on pass 2 only. Rate 0 is exactly one pass."""
+        taken on pass 2 only. Rate 0 is exactly one pass. Label dropout (classifier-free
+        guidance) is drawn afresh for each pass, as the official code does (each call of its
+        `cond_denoise` draws its own mask); context dropout (`context_dropout`, not in the
+        official code) is drawn once, so both passes see the same given data.
+
+        With `self_cond_x0` (off by default; Chen et al.'s analog-bits self-conditioning, which
+        rin-pytorch also uses beside the latents) the model also gets `prev_x0`: zeros in pass 1,
+        and in pass 2 pass 1's clipped x_0 estimate, kept for the same examples as the latents.
+        The samplers feed the previous step's estimate the same way (zeros at the first step)."""
         b = x.shape[0]
         x0 = x * self.b
         t = torch.rand(b, generator=generator, device=x.device)
         gamma = self.train_schedule(t)
         eps = randn(x0.shape, generator, x.device)
         x_t = self.add_noise(x0, gamma, eps)
-        labels = self.drop_labels(labels, generator)
-        prev = None
+        context = self.drop_context(context, generator)
+        prev, kw = None, {}
+        if self.self_cond_x0:
+            kw = {"prev_x0": torch.zeros_like(x_t)}
         if self.self_cond_rate > 0:
             with torch.no_grad():
-                _, latents = model(x_t, gamma, labels, None, context)
+                pred1, latents = model(x_t, gamma, self.drop_labels(labels, generator), None, context, **kw)
             keep = torch.rand(b, generator=generator, device=x.device) < self.self_cond_rate
             prev = latents * broadcast(keep.to(latents.dtype), latents)
-        pred, _ = model(x_t, gamma, labels, prev, context)
+            if self.self_cond_x0:
+                est = self.to_x0_eps(pred1.float(), x_t, gamma, clip=True)[0]
+                kw = {"prev_x0": (est * broadcast(keep.to(est.dtype), est)).to(x_t.dtype)}
+        pred, _ = model(x_t, gamma, self.drop_labels(labels, generator), prev, context, **kw)
         err = (pred.float() - self.target(x0, eps, gamma).float()) ** 2
         if self.pred == "x0":
-            err = err / self.b ** 2  # x-prediction's loss is measured in data units
+            err = err / self.b ** 2  # in data units; unclipped, unlike the official x-loss (docs/method.md §9)
         if loss_mask is None:
             return err.mean()
         mask = loss_mask.to(err.dtype).expand_as(err)

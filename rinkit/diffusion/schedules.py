@@ -1,7 +1,7 @@
 """Noise schedules gamma(t): the signal variance at continuous time t in [0, 1].
 
 x_t = sqrt(gamma) * x_0 + sqrt(1 - gamma) * eps; gamma(0) ~ 1 (clean), gamma(1) ~ 0 (noise).
-Formulas follow the official RIN code (rin-spec.md section 3). Specs are strings so that configs
+Formulas follow the official RIN code (docs/method.md §4). Specs are strings so that configs
 stay plain data: "cosine", "linear", "sigmoid(-3,3,0.9)" (the official "sigmoid@-3,3,0.9" and
 "cosine@s,e,tau" spellings are accepted too).
 """

@@ -9,14 +9,15 @@ compute. Each block
     compute K x [Z <- Z + MHA(LN(Z)); Z <- Z + MLP(LN(Z))]       self-attention on latents only
     write   X <- X + MHA(LN(X), Z);  X <- X + MLP(LN(X))        the interface reads the latents back
 
-so cost follows M, not N. Faithful to the official TF code (rin-spec.md section 1):
+so cost follows M, not N. Faithful to the official TF code (docs/method.md §2):
   * only the query side is normalised in read/write (keys/values enter raw);
   * read/write attention runs at width min(D, d) (`rw_dim` overrides); biases; LayerNorm eps 1e-6;
   * dropout and drop-path act only inside the compute layers;
   * `num_latents` counts the time token and (if class-conditional) the class token;
   * the time embedding takes the noise level gamma (signal variance) x 1000, not t;
   * latent self-conditioning adds LN0(Z' + MLP(Z')) of the previous step's latents, with the
-    final LayerNorm's scale and bias initialised to zero, so it starts as the identity.
+    final LayerNorm's scale and bias initialised to zero, so it starts as the identity;
+  * weights start as the Keras code's initialisers (`model.init: official`, docs/method.md §6).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from torch import nn
 from rinkit.engine.attention import BACKENDS, MultiHeadAttention
 
 LN_EPS = 1e-6
+INITS = ("official", "glorot")  # RIN.reset_parameters
 
 
 def layer_norm(dim: int) -> nn.LayerNorm:
@@ -97,7 +99,7 @@ class CrossLayer(nn.Module):
 
 class RINBlock(nn.Module):
     def __init__(self, interface_dim, latent_dim, depth, latent_heads, rw_heads, latent_mlp_ratio,
-                 interface_mlp_ratio, dropout, drop_path, backend, rw_dim=None):
+                 interface_mlp_ratio, dropout, drop_path, backend, rw_dim=None, write_context=False):
         super().__init__()
         self.read = CrossLayer(latent_dim, interface_dim, rw_heads, latent_mlp_ratio, backend, rw_dim)
         self.compute = nn.ModuleList(
@@ -106,13 +108,20 @@ class RINBlock(nn.Module):
         # A block with no compute layers only reads (as in the official code).
         self.write = (CrossLayer(interface_dim, latent_dim, rw_heads, interface_mlp_ratio, backend, rw_dim)
                       if depth > 0 else None)
+        # Optional (model.write_context): the write's keys/values are the latents and the
+        # interface's conditioning tokens (projected to the latent width), so a generated token
+        # can fetch from the given data directly, not only through what the latents kept of it.
+        self.context_proj = nn.Linear(interface_dim, latent_dim) if write_context and depth > 0 else None
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, z: torch.Tensor, n_cond: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.read(z, x)
         for layer in self.compute:
             z = layer(z)
         if self.write is not None:
-            x = self.write(x, z)
+            kv = z
+            if self.context_proj is not None and n_cond:
+                kv = torch.cat([z, self.context_proj(x[:, x.shape[1] - n_cond:])], dim=1)
+            x = self.write(x, kv)
         return x, z
 
 
@@ -157,14 +166,18 @@ class RIN(nn.Module):
                  latent_heads: int = 16, rw_heads: int = 8, latent_mlp_ratio: float = 4.0,
                  interface_mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
                  num_classes: int = 0, self_cond: bool = True, attention: str = "sdpa",
-                 time_scale: float = 1000.0, rw_dim: int | None = None):
+                 time_scale: float = 1000.0, rw_dim: int | None = None, init: str = "official",
+                 write_context: bool = False):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         if attention not in BACKENDS:
             raise ValueError(f"unknown attention backend {attention!r}; choose one of {BACKENDS}")
         depths = [layers_per_block] * blocks if isinstance(layers_per_block, int) else list(layers_per_block)
         if len(depths) != blocks:
             raise ValueError(f"layers_per_block lists {len(depths)} depths for {blocks} blocks")
         self.num_classes, self.num_latents, self.latent_dim = num_classes, num_latents, latent_dim
+        self.init, self.write_context = init, write_context
         self.checkpoint_blocks = False  # activation checkpointing per block (train.activation_checkpointing)
         n_cond = 1 + (1 if num_classes > 0 else 0)  # time token (+ class token)
         if num_latents <= n_cond:
@@ -177,17 +190,36 @@ class RIN(nn.Module):
         self.self_cond = SelfConditioning(latent_dim, latent_mlp_ratio) if self_cond else None
         self.blocks = nn.ModuleList(
             RINBlock(interface_dim, latent_dim, d, latent_heads, rw_heads, latent_mlp_ratio,
-                     interface_mlp_ratio, dropout, drop_path, attention, rw_dim) for d in depths)
+                     interface_mlp_ratio, dropout, drop_path, attention, rw_dim, write_context) for d in depths)
         self.reset_parameters()
 
+    @torch.no_grad()
     def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):  # Keras' glorot-uniform default
+        """Initialise every parameter as `self.init` says (docs/method.md §6).
+
+        "official", as the official Keras code: Dense layers glorot-uniform with zero bias;
+        attention kernels glorot over Keras' 3-D kernel shapes (MultiHeadAttention.reset_parameters);
+        the class token as the one-hot Dense it replaces (rows glorot over (classes, d), the null
+        row = the zero bias); learned latents truncated-normal sigma 0.02; the self-conditioning
+        output LayerNorm zero. "glorot" (the init the small CPU presets were tuned with): glorot
+        over every PyTorch Linear as shaped (fused q|k|v), class table N(0, 0.02)."""
+        in_attention = {id(lin) for m in self.modules() if isinstance(m, MultiHeadAttention)
+                        for lin in m.children()}
+        for m in self.modules():  # one pass in module order: "glorot" draws as rinkit always did
+            if isinstance(m, MultiHeadAttention):
+                m.reset_parameters(self.init)
+            elif isinstance(m, nn.Linear) and id(m) not in in_attention:  # Keras' Dense default
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.latents, std=0.02, a=-0.04, b=0.04)
         if self.class_embed is not None:
-            nn.init.normal_(self.class_embed.weight, std=0.02)
+            if self.init == "official":
+                k, d = self.class_embed.weight.shape
+                bound = math.sqrt(6.0 / ((k - 1) + d))  # glorot of the (classes, d) Dense kernel
+                nn.init.uniform_(self.class_embed.weight, -bound, bound)
+                self.class_embed.weight[self.num_classes].zero_()  # null class = one-hot of zeros
+            else:
+                nn.init.normal_(self.class_embed.weight, std=0.02)
         if self.self_cond is not None:
             nn.init.zeros_(self.self_cond.norm_out.weight)
             nn.init.zeros_(self.self_cond.norm_out.bias)
@@ -208,34 +240,88 @@ class RIN(nn.Module):
         return z
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
-                prev_latents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                prev_latents: torch.Tensor | None = None, n_cond: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, N, D) interface tokens; gamma: (B,) noise level; labels: (B,) class indices,
-        `num_classes` = null; prev_latents: (B, M, d) or None. Returns (X out, final latents)."""
+        `num_classes` = null; prev_latents: (B, M, d) or None; n_cond: how many of the last
+        interface tokens are clean conditioning (read by the write with `write_context`).
+        Returns (X out, final latents)."""
         z = self.initial_latents(gamma, labels, prev_latents)
         for block in self.blocks:
             if self.checkpoint_blocks and torch.is_grad_enabled():  # recompute in backward: memory for time
-                x, z = torch.utils.checkpoint.checkpoint(block, x, z, use_reentrant=False)
+                x, z = torch.utils.checkpoint.checkpoint(block, x, z, n_cond, use_reentrant=False)
             else:
-                x, z = block(x, z)
+                x, z = block(x, z, n_cond)
         return x, z
+
+
+class EstimateEmbedding(nn.Module):
+    """x0 self-conditioning on the interface (optional): the previous x_0 estimate, tokenised by
+    a second copy of the modality's tokenizer, is added to the interface tokens through a
+    zero-initialised LayerNorm, so it starts as the identity as the latent warm start does. Adding
+    a second linear patch embedding equals concatenating the estimate on the input channels
+    (Chen et al.'s analog-bits self-conditioning), without the plugin knowing about it."""
+
+    def __init__(self, tokenizer: nn.Module, dim: int):
+        super().__init__()
+        self.tokenizer, self.norm = tokenizer, layer_norm(dim)
+        nn.init.zeros_(self.norm.weight)
+        nn.init.zeros_(self.norm.bias)
+
+    def forward(self, x0: torch.Tensor, context=None) -> torch.Tensor:
+        tokens = self.tokenizer(x0, context)
+        if isinstance(tokens, tuple):
+            raise ValueError("x0 self-conditioning needs a tokenizer that returns plain tokens "
+                             "(this one groups its input, so an estimate's tokens would not line up)")
+        return self.norm(tokens)
 
 
 class Denoiser(nn.Module):
     """Tokenizer -> RIN -> detokenizer. The tokenizer and detokenizer come from a modality
-    plugin; `context` carries modality-specific clean conditioning (e.g. given video frames)."""
+    plugin; `context` carries modality-specific clean conditioning (e.g. given video frames).
+    With an `estimate` embedding (x0 self-conditioning) the model also takes `prev_x0`, the
+    previous x_0 estimate in the data's shape (None = zeros, i.e. no estimate yet)."""
 
-    def __init__(self, tokenizer: nn.Module, core: RIN, detokenizer: nn.Module):
+    def __init__(self, tokenizer: nn.Module, core: RIN, detokenizer: nn.Module,
+                 estimate: EstimateEmbedding | None = None):
         super().__init__()
         self.tokenizer, self.core, self.detokenizer = tokenizer, core, detokenizer
+        self.estimate = estimate
+        if core.init == "official":
+            self._init_plugin_layers()
+
+    @torch.no_grad()
+    def _init_plugin_layers(self) -> None:
+        """The official stem (Conv2D/Conv3D) and readout (Dense) use Keras' defaults: glorot-uniform
+        (fans over the receptive field, which torch's xavier_uniform_ computes the same way for a
+        conv weight) and zero bias. Every Linear/Conv of the plugin's tokenizers and detokenizer gets
+        it under init "official"; their other parameters (positional tables) keep the plugin's init."""
+        parts = [self.tokenizer, self.detokenizer] + ([self.estimate.tokenizer] if self.estimate else [])
+        for part in parts:
+            for m in part.modules():
+                if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
 
     def forward(self, x_t: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
-                prev_latents: torch.Tensor | None = None, context=None):
+                prev_latents: torch.Tensor | None = None, context=None, prev_x0: torch.Tensor | None = None):
         tokens = self.tokenizer(x_t, context)
         # A tokenizer may return (tokens, state): per-example state its detokenizer needs to
         # map tokens back (e.g. which points formed which group). Plain tensors are unchanged.
         state = None
         if isinstance(tokens, tuple):
             tokens, state = tokens
-        tokens, latents = self.core(tokens, gamma, labels, prev_latents)
+        if self.estimate is not None:
+            tokens = tokens + self.estimate(torch.zeros_like(x_t) if prev_x0 is None else prev_x0, context)
+        elif prev_x0 is not None:
+            raise ValueError("prev_x0 given but this model was built without x0 self-conditioning")
+        n_cond = 0
+        if self.core.write_context:
+            # the tokenizer says how many of its (last) tokens are clean conditioning
+            n_cond = getattr(self.tokenizer, "num_cond_tokens", 0)
+            if not n_cond:
+                raise ValueError("model.write_context needs a modality whose tokenizer appends "
+                                 "conditioning tokens (e.g. video with context_frames > 0)")
+        tokens, latents = self.core(tokens, gamma, labels, prev_latents, n_cond)
         out = self.detokenizer(tokens, context) if state is None else self.detokenizer(tokens, context, state)
         return out, latents

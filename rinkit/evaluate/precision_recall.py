@@ -32,11 +32,14 @@ def coverage_of(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor
     return inside / len(points)
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3,
+                     real_radii: torch.Tensor | None = None) -> tuple[float, float]:
+    """`real_radii` = knn_radii(real, k) may be passed in: a reference compared with many sample
+    sets computes its radii (the costly real x real distances) once."""
     r = torch.as_tensor(np.asarray(real), dtype=torch.float32)
     f = torch.as_tensor(np.asarray(fake), dtype=torch.float32)
     if len(r) <= k or len(f) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} points per set")
-    precision = coverage_of(f, r, knn_radii(r, k))
+    precision = coverage_of(f, r, knn_radii(r, k) if real_radii is None else real_radii)
     recall = coverage_of(r, f, knn_radii(f, k))
     return precision, recall

@@ -1,16 +1,22 @@
 """Checkpoints: one self-describing safetensors file per save, nothing pickled.
 
 A file holds the model and EMA weights, the optimizer state (tensors in the file, the rest as
-JSON), the RNG states, the step and the resolved config (JSON in the safetensors metadata), so
-a run resumes exactly and `rinkit sample` needs nothing else. Writes go to a temporary file in the
-same folder, are fsynced and then renamed: an interrupted save never damages the last good one.
+JSON), the RNG states, the step, the resolved config (JSON in the safetensors metadata) and the
+plugin that owns its modality (distribution and version), so a run resumes exactly, `rinkit
+sample` needs nothing else, and a missing plugin is named ("needs rinkit-foo 1.2 (not installed)").
+Writes go to a temporary file in the same folder, are fsynced and then renamed: an interrupted
+save never damages the last good one. A failed write (disk full, read-only) removes its temporary
+file and says which path failed; the temporary files of writers that were killed are removed by
+the next run (`remove_stale_temps`).
 Loading refuses pickles (torch.save / .pt / .pkl) before touching them: nothing is executed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +25,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from rinkit.errors import RinkitError
+from rinkit.errors import RinkitError, os_error_message
 
 FORMAT = "rinkit-checkpoint"
 FORMAT_VERSION = "1"
 NAME = re.compile(r"^step-(\d+)\.safetensors$")
+# `.step-0001000.safetensors.tmp-<host>-<pid>` (older files: `.tmp-<pid>`): a save in progress
+TEMP = re.compile(r"^\.step-\d+\.safetensors\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)$")
 
 
 @dataclass
@@ -35,6 +43,14 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     rng: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    plugin: dict[str, Any] = field(default_factory=dict)  # {"plugin", "dist", "version"} of the modality's owner
+
+
+def modality_owner(config: dict[str, Any]) -> dict[str, Any]:
+    """The registered owner of the config's modality, as recorded in a checkpoint ({} if unknown)."""
+    from rinkit.registry import catalog
+    o = catalog().owners.get(("modality", config.get("modality")))
+    return o.as_dict() if o is not None else {}
 
 
 def _to_json(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
@@ -66,7 +82,6 @@ def _from_json(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for prefix, sd in (("model", ckpt.model), ("ema", ckpt.ema)):
@@ -77,7 +92,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
             seen.add(v.data_ptr())
             tensors[f"{prefix}/{k}"] = v
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": str(ckpt.step),
-            "config": json.dumps(ckpt.config), "extra": json.dumps(ckpt.extra)}
+            "config": json.dumps(ckpt.config), "extra": json.dumps(ckpt.extra),
+            "plugin": json.dumps(ckpt.plugin or modality_owner(ckpt.config))}
     if ckpt.optimizer is not None:
         meta["optimizer"] = json.dumps(_to_json(ckpt.optimizer, tensors, "optim"))
     rng_json = {}
@@ -88,12 +104,29 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
             rng_json[k] = v
     meta["rng"] = json.dumps(rng_json)
     data = st_save(tensors, metadata=meta)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # host + pid in the name: a later run removes it only if its writer is gone (remove_stale_temps)
+    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # disk full, read-only, a second Ctrl-C: no partial file stays
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            last = [p for p in list_checkpoints(path.parent) if p != path]
+            kept = f"; the last good checkpoint {last[-1]} is kept" if last else ""
+            raise RinkitError(f"cannot write checkpoint {path}: {os_error_message(e)}{kept}") from e
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (power loss)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return path
 
 
@@ -150,9 +183,10 @@ def load_checkpoint(path: str | Path, *, weights_only: bool = False, map_locatio
             optimizer = _from_json(json.loads(meta["optimizer"]), tensors)
         rng = {**json.loads(meta.get("rng", "{}")), **sd("rng/")}
         extra = json.loads(meta.get("extra", "{}"))
+        plugin = json.loads(meta.get("plugin", "{}"))  # absent in checkpoints written before it was recorded
     except (KeyError, ValueError) as e:
         raise RinkitError(f"{path}: damaged rinkit checkpoint metadata ({e})") from None
-    return Checkpoint(config, step, sd("model/"), sd("ema/"), optimizer, rng, extra)
+    return Checkpoint(config, step, sd("model/"), sd("ema/"), optimizer, rng, extra, plugin)
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:
@@ -164,6 +198,37 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := NAME.match(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: a process of another user holds the pid
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes whose writer process is gone (killed or
+    crashed mid-save; each can be as large as a checkpoint). Files written on another host, or
+    by a live process, are left alone. Returns the removed paths."""
+    folder = Path(folder)
+    if (folder / "checkpoints").is_dir():
+        folder = folder / "checkpoints"
+    if not folder.is_dir():
+        return []
+    removed, host = [], socket.gethostname()
+    for p in folder.iterdir():
+        m = TEMP.match(p.name)
+        if m and m.group("host") in (None, host) and not _alive(int(m.group("pid"))):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:

@@ -1,4 +1,4 @@
-"""Optimizers, the learning-rate schedule and EMA (rin-spec.md section 4).
+"""Optimizers, the learning-rate schedule and EMA (docs/method.md §5).
 
 * LAMB's update rule is timm's (`timm.optim.Lamb`), reimplemented here with multi-tensor
   (`torch._foreach_*`) ops and tested equal to timm's, whose state dicts it loads and writes. Its
@@ -248,9 +248,11 @@ def _lamb_unit(params, grads, exp_avgs, exp_avg_sqs, *, budget, lr, beta1, beta2
 
 
 def lr_factor(step: int, total: int, warmup: int, decay: str) -> float:
-    """Multiplier of the peak LR used for the update that takes the model from `step` to step+1."""
+    """Multiplier of the peak LR used for the update that takes the model from `step` to step+1.
+    Warm-up is step / warmup as in the official schedule (the first update has LR 0, the peak is
+    reached at update `warmup`)."""
     if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
+        return step / warmup
     if decay == "constant":
         return 1.0
     r = float(decay.split("@", 1)[1])

@@ -6,13 +6,20 @@
     end:  final checkpoint, a PNG grid of EMA samples (one row per class), optional metrics
 
 Runs live in `runs/<name>/`; a run folder that already holds checkpoints of the same config is
-resumed from its newest one (exactly: RNG states and the data position are restored)."""
+resumed from its newest one (exactly: RNG states and the data position are restored; stats.jsonl
+and TensorBoard drop what was logged after that step, so nothing is logged twice).
+
+Signals never cut an update in half: SIGTERM and a first Ctrl-C set a flag that the loop reads
+between steps (then it checkpoints and returns); a second Ctrl-C aborts without saving. A data
+error saves the steps done so far before it is raised."""
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +28,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rinkit.build import build_diffusion, build_model
+from rinkit.build import build_diffusion, build_model, check_backends
 from rinkit.config import Config, modality_options
-from rinkit.errors import RinkitError
+from rinkit.contract import check as check_contract
+from rinkit.errors import RinkitError, describe, writing
 from rinkit.registry import get_dataset, get_modality
 # the sampling helpers live in rinkit.sampling; re-exported here for existing imports
 from rinkit.sampling import (  # noqa: F401
     balanced_labels, conditioning_examples, evaluate_metrics, generate, load_for_sampling,
     log_proxy_metrics, write_samples)
 from rinkit.train import distributed
-from rinkit.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from rinkit.train.checkpoint import (Checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints,
+                                     remove_stale_temps, save_checkpoint)
 from rinkit.train.data import StepBatchSampler
 from rinkit.train.optim import EMA, apply_update, build_optimizer, set_lr
 
@@ -65,8 +74,12 @@ def set_rng_state(st: dict) -> None:
             torch.cuda.set_rng_state(st[f"cuda{i}"], i)
 
 
+_RESUME_FREE = ("init",)  # model keys that only shape the weights before step 0 (a resume loads them)
+
+
 def _same_run(a: dict, b: dict) -> str | None:
     """First differing key outside `train`/`sampler`/`name` (those may change on resume)."""
+    a, b = ({**c, "model": {k: v for k, v in c.get("model", {}).items() if k not in _RESUME_FREE}} for c in (a, b))
     for section in ("modality", "modality_options", "data", "model", "diffusion"):
         if a.get(section) != b.get(section):
             if isinstance(a.get(section), dict) and isinstance(b.get(section), dict):
@@ -85,25 +98,80 @@ class TrainResult:
     checkpoint: Path | None
     samples: list[Path]
     metrics: dict[str, float]
+    stopped: str | None = None  # "SIGTERM" / "SIGINT" when a signal ended the run early
 
 
 class _Stop:
-    """SIGTERM (what cluster schedulers send): finish the step, checkpoint, exit cleanly."""
+    """SIGTERM (what cluster schedulers send) and Ctrl-C: finish the step, checkpoint, return.
+    On CPU the optimizer updates one tensor at a time, so an exception raised by a signal
+    handler could leave a half-updated model; a flag read between steps cannot. A second Ctrl-C
+    raises KeyboardInterrupt: abort now, without saving (the last checkpoint stays as it was)."""
 
-    def __init__(self):
-        self.requested = False
-        self._old = None
+    def __init__(self, announce: bool = True):
+        self.requested: str | None = None
+        self.announce = announce
+        self._old: dict = {}
+
+    def _term(self, *_):
+        self.requested = self.requested or "SIGTERM"
+
+    def _int(self, *_):
+        if self.requested == "SIGINT":
+            raise KeyboardInterrupt
+        self.requested = "SIGINT"
+        if self.announce:
+            print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort "
+                  "without saving)", file=sys.stderr, flush=True)
 
     def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
-        except ValueError:  # not the main thread
-            self._old = None
+        for sig, fn in ((signal.SIGTERM, self._term), (signal.SIGINT, self._int)):
+            try:
+                self._old[sig] = signal.signal(sig, fn)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
         return self
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+class _Log:
+    """stats.jsonl, appended and flushed line by line. On (re)start, records after the step the
+    run continues from are dropped (they are about to be redone), so no step appears twice.
+    A write that fails (disk full, read-only) raises a RinkitError naming the file."""
+
+    def __init__(self, path: Path, step: int):
+        self.path = path
+        with writing(path, "the training log"):
+            if path.exists():
+                lines = path.read_text(errors="replace").splitlines(keepends=True)
+                keep = [ln for ln in lines if _logged_step(ln) is not None and _logged_step(ln) <= step]
+                if len(keep) != len(lines):
+                    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+                    tmp.write_text("".join(ln if ln.endswith("\n") else ln + "\n" for ln in keep))
+                    os.replace(tmp, path)
+            self.f = open(path, "a")
+
+    def write(self, text: str) -> None:
+        with writing(self.path, "the training log"):
+            self.f.write(text)
+
+    def flush(self) -> None:
+        with writing(self.path, "the training log"):
+            self.f.flush()
+
+    def close(self) -> None:
+        with writing(self.path, "the training log"):
+            self.f.close()
+
+
+def _logged_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a torn last line of a killed run
+        return None
 
 
 def resolve_run_dir(cfg: Config, run_dir: str | Path | None, fresh: bool) -> Path:
@@ -138,13 +206,15 @@ def _memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
 
 
-def _tensorboard(run: Path):
+def _tensorboard(run: Path, step: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         print("tensorboard is not installed (pip install tensorboard): logging to stats.jsonl only")
         return None
-    return SummaryWriter(str(run / "tensorboard"))
+    # purge_step: TensorBoard hides events of earlier attempts from this step on (a resumed run
+    # redoes them), as stats.jsonl drops its records
+    return SummaryWriter(str(run / "tensorboard"), purge_step=step + 1)
 
 
 def _tb_images(tb, paths: list[Path], step: int) -> None:
@@ -173,6 +243,12 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
     run = Path(distributed.broadcast_object(info, str(resolve_run_dir(cfg, run_dir, fresh)) if main else None))
     modality, opts = get_modality(cfg.modality), modality_options(cfg)
     ds_spec = get_dataset(cfg.modality, cfg.data.dataset)
+    if cfg.data.path and not ds_spec.reads_path:
+        raise RinkitError(f"dataset {ds_spec.name!r} is built in and does not read data.path / --data "
+                          f"({cfg.data.path}); choose a {cfg.modality} dataset that reads files, e.g. "
+                          f"--set data.dataset=folder (`rinkit plugins` lists them)")
+    if run.exists() and not run.is_dir():
+        raise RinkitError(f"run folder {run} exists and is not a folder; give --run-dir a folder")
     if cfg.model.num_classes and ds_spec.num_classes and cfg.model.num_classes < ds_spec.num_classes:
         raise RinkitError(f"model.num_classes={cfg.model.num_classes} but dataset {ds_spec.name!r} "
                           f"has {ds_spec.num_classes} classes")
@@ -194,7 +270,7 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
     if device.type == "cuda" and t_cfg.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    precision = t_cfg.precision if t_cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    precision = check_backends(cfg, device)  # xformers / bf16 / compile: one-line errors, not crashes
     amp = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
 
     # The same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
@@ -229,15 +305,26 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
     if t_cfg.compile:
         net = torch.compile(net)
 
-    if main:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text(cfg.to_yaml())
+    # The data are opened before anything is written: a bad data path leaves no trace on disk.
     dataset = ds_spec.build(opts, cfg.data, "train")
     n_data = getattr(dataset, "num_classes", 0)  # datasets found on disk know their classes only now
     if cfg.model.num_classes and n_data > cfg.model.num_classes:
         raise RinkitError(f"model.num_classes={cfg.model.num_classes} but the data at {cfg.data.path} "
                           f"has {n_data} classes")
     end = t_cfg.steps if max_steps is None else min(t_cfg.steps, max_steps)
+    # The plugin's contract on a few examples, the metrics if this run will compute any: a
+    # mistake stops here, in one line, not after the last step (and before the run folder exists).
+    proxy = t_cfg.metric_every and end // t_cfg.metric_every > step // t_cfg.metric_every
+    check_contract(cfg, dataset, device, metrics=bool(proxy or (
+        t_cfg.eval_samples if eval_samples is None else eval_samples)))
+    if main:
+        with writing(run, "the run folder"):
+            run.mkdir(parents=True, exist_ok=True)
+        with writing(run / "config.yaml", "the run config"):
+            (run / "config.yaml").write_text(cfg.to_yaml())
+        stale = remove_stale_temps(run)
+        if stale and progress:
+            print(f"removed {len(stale)} temporary checkpoint file(s) left by writers that were killed")
     # Micro-batch j of rank r at step s is shard k = j * world + r of the global batch: the
     # sampler's "step" counts micro-steps, its rank/world split each one across processes.
     sampler = StepBatchSampler(len(dataset), micro, t_cfg.seed, start_step=step * accum, rank=info.rank,
@@ -262,17 +349,36 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
         sampler_model = distributed.full_copy(ema.model, cfg, t_cfg.fsdp, main)
         if not main:
             return []
-        written = write_samples(sampler_model, cfg, path, device)
-        _tb_images(tb, written, step)
+        with writing(path, "samples"):
+            written = write_samples(sampler_model, cfg, path, device)
+            _tb_images(tb, written, step)
         return written
+
+    def next_batch():
+        """The next micro-batch. A loading error (a corrupt file, a worker that died) comes
+        before any update of this step, so the steps done so far are saved first."""
+        try:
+            return next(batches)
+        except Exception as e:
+            saved = ""
+            if step > max(last_saved, 0) and main and not info.enabled:
+                saved = (f" (steps 1-{step} are saved in {save()}: fix the data and run the same command "
+                         "to resume)")
+            if isinstance(e, RinkitError) or "DataLoader worker process" in str(e):
+                # one line: the worker's own message, not its traceback
+                raise RinkitError(describe(e) + saved) from None
+            if saved:
+                print(f"data loading failed at step {step}{saved}", file=sys.stderr)
+            raise
 
     losses: list[float] = []
     last_ckpt, last_saved, bad, window, gnorm, t0 = None, -1, 0, [], torch.zeros(()), time.perf_counter()
     stopped = False
     bar = tb = stats = None
     if main:
-        stats = open(run / "stats.jsonl", "a")
-        tb = _tensorboard(run) if t_cfg.tensorboard else None
+        stats = _Log(run / "stats.jsonl", step)
+        with writing(run / "tensorboard", "TensorBoard events"):
+            tb = _tensorboard(run, step) if t_cfg.tensorboard else None
     if progress and step < end:
         from tqdm import tqdm
         bar = tqdm(total=end, initial=step, desc=f"train {cfg.name}", dynamic_ncols=True)
@@ -280,7 +386,7 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
     model.train()
     batches = iter(loader)
     try:
-        with _Stop() as stop:
+        with _Stop(announce=main) as stop:
             while step < end:
                 set_lr(opt, t_cfg, step, t_cfg.steps)
                 opt.zero_grad(set_to_none=True)
@@ -290,7 +396,7 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
                     # dropout of this micro-batch: keyed by (seed, step, shard), so they do not
                     # depend on how shards map to processes, nor on what ran before a resume.
                     torch.manual_seed(distributed.shard_seed(t_cfg.seed, step, j * info.world_size + info.rank))
-                    x, y = next(batches)
+                    x, y = next_batch()
                     x = x.to(device, non_blocking=True)
                     labels = y.to(device, non_blocking=True) if cfg.model.num_classes else None
                     x, context, mask = modality.condition(x, opts) if modality.condition else (x, None, None)
@@ -302,7 +408,7 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
                 # One all-reduce tells every rank the mean loss (NaN anywhere -> NaN everywhere)
                 # and whether any rank got SIGTERM, so all ranks skip / stop at the same step.
                 flags = distributed.mean_over_ranks(info, torch.stack([
-                    loss_sum / accum, torch.tensor(float(stop.requested), device=device)]))
+                    loss_sum / accum, torch.tensor(float(stop.requested is not None), device=device)]))
                 step_loss, stopped = float(flags[0]), bool(flags[1] > 0)
                 if not np.isfinite(step_loss):
                     bad += 1
@@ -332,9 +438,10 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
                     stats.write(json.dumps(rec) + "\n")
                     stats.flush()
                     if tb is not None:
-                        for k, v in rec.items():
-                            if k != "step":
-                                tb.add_scalar(f"train/{k}", v, step)
+                        with writing(run / "tensorboard", "TensorBoard events"):
+                            for k, v in rec.items():
+                                if k != "step":
+                                    tb.add_scalar(f"train/{k}", v, step)
                     if bar is not None:
                         bar.set_postfix(loss=f"{rec['loss']:.4f}")
                     window, t0 = [], time.perf_counter()
@@ -351,15 +458,18 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
                             for k, v in res.items():
                                 tb.add_scalar(f"proxy/{k}", v, step)
                     model.train()
+                # a signal during the update is honoured right after it (one process: no need to
+                # wait for the next all-reduce that makes every rank agree)
+                stopped = stopped or (stop.requested is not None and not info.enabled)
                 if stopped:
                     break
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        if step > 0 and last_saved != step and not t_cfg.fsdp:
-            save()
+    except BaseException:
+        # A second Ctrl-C or an error: no save here. The state may be mid-update, and the last
+        # checkpoint (or the one next_batch wrote) is the last state after a whole step.
         if stats is not None:
-            stats.close()
+            with contextlib.suppress(Exception):
+                stats.close()
+            stats = None
         raise
     finally:
         if bar is not None:
@@ -370,17 +480,20 @@ def _train(cfg: Config, info: distributed.DistInfo, run_dir, resume, fresh, prog
         stats.close()
     if step > 0 and last_saved != step:
         last_ckpt, last_saved = save(), step
-    if stopped:  # SIGTERM (on any rank)
+    if stopped:  # SIGTERM or Ctrl-C (on any rank)
         if main:
             print(f"stopped at step {step} on request; checkpoint {last_ckpt}; run the same command to resume")
-        return TrainResult(run, step, losses, last_ckpt, [], {})
+        if tb is not None:
+            tb.close()
+        return TrainResult(run, step, losses, last_ckpt, [], {}, stop.requested or "SIGTERM")
     samples = samples_now(run / "samples") if step >= end else []
     results: dict[str, float] = {}
     n_eval = t_cfg.eval_samples if eval_samples is None else eval_samples
     eval_model = distributed.full_copy(ema.model, cfg, t_cfg.fsdp, main) if n_eval and step >= end else None
     if main and eval_model is not None:
         results = evaluate_metrics(eval_model, cfg, n_eval, device)
-        (run / "metrics.json").write_text(json.dumps({"step": step, "samples": n_eval, **results}, indent=1))
+        with writing(run / "metrics.json", "metrics"):
+            (run / "metrics.json").write_text(json.dumps({"step": step, "samples": n_eval, **results}, indent=1))
     if tb is not None:
         for k, v in results.items():
             tb.add_scalar(f"eval/{k}", v, step)
