@@ -3,6 +3,12 @@ trained model's numbers have a floor and a ceiling. Every row is scored against 
 clouds the trainer uses (the first n of the test split), with n class-balanced samples.
 
     python -m benchmarks.points_references [--preset points-shapes] [--samples 64] [--set KEY=VALUE ...]
+    python -m benchmarks.points_references --samples 256 --cd-only --ckpt runs/points-shapes
+
+--ckpt adds the row of a trained model (its EMA weights, class-balanced samples drawn as the
+trainer's end-of-training evaluation draws them, the checkpoint's own config): more samples than
+the trainer's `eval_samples` make its numbers less noisy. --cd-only skips the EMD measures,
+whose exact assignments dominate the cost (about 4x per doubling of --samples).
 
 points: real train clouds (the floor: another draw of the same distribution); the same with
 Gaussian jitter on every point (how fast the metrics punish a fuzzy surface); Gaussian blobs with
@@ -18,14 +24,18 @@ import argparse
 import torch
 
 
-def references(preset: str, n: int, overrides: list[str]) -> dict[str, dict[str, float]]:
-    from rinkit.config import load_config, modality_options
+def references(preset: str, n: int, overrides: list[str], with_emd: bool = True) -> dict[str, dict[str, float]]:
+    from rinkit.config import load_config
+    return references_for(load_config(preset, None, overrides), n, with_emd)
+
+
+def references_for(cfg, n: int, with_emd: bool = True) -> dict[str, dict[str, float]]:
+    from rinkit.config import modality_options
     from rinkit.registry import get_dataset
     from rinkit_plugins.points.metrics import PointMetric
     g = torch.Generator().manual_seed(0)
-    cfg = load_config(preset, None, overrides)
     o = modality_options(cfg)
-    metric = PointMetric(cfg.modality, o, cfg.data)
+    metric = PointMetric(cfg.modality, o, cfg.data, with_emd=with_emd)
     ds = get_dataset(cfg.modality, cfg.data.dataset).build(o, cfg.data, "train")
     x = torch.stack([ds[i][0] for i in range(n)])
     if cfg.modality == "voxels":
@@ -47,18 +57,40 @@ def references(preset: str, n: int, overrides: list[str]) -> dict[str, dict[str,
     return {name: metric(s) for name, s in rows.items()}
 
 
+def model_row(ckpt: str, n: int, with_emd: bool = True, device: str = "auto") -> tuple[str, dict[str, float]]:
+    """(row name, metrics) of a checkpoint's EMA model on n class-balanced samples (sampling seed 1,
+    as the trainer's evaluation), scored against the same held-out clouds as the references."""
+    from rinkit.config import modality_options
+    from rinkit.sampling import balanced_labels, generate, load_for_sampling
+    from rinkit_plugins.points.metrics import PointMetric
+    model, cfg, dev = load_for_sampling(ckpt, device)
+    k = cfg.model.num_classes
+    labels = balanced_labels(-(-n // k), k, "cpu")[:n] if k else None
+    x = generate(model, cfg, n, labels, 1, dev)
+    metric = PointMetric(cfg.modality, modality_options(cfg), cfg.data, with_emd=with_emd)
+    return f"model: {ckpt}", metric(x.cpu())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.points_references", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="points-shapes")
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--ckpt", default=None, help="also score this checkpoint (file or run folder)")
+    ap.add_argument("--cd-only", action="store_true", help="skip the EMD measures (the costly part)")
     args = ap.parse_args(argv)
-    res = references(args.preset, args.samples, args.overrides)
+    res = references(args.preset, args.samples, args.overrides, not args.cd_only)
+    if args.ckpt:
+        name, row = model_row(args.ckpt, args.samples, not args.cd_only)
+        res[name] = row
     p = "vox" if any(k.startswith("vox") for r in res.values() for k in r) else "pc"
-    print("| samples | 1-NNA-CD | MMD-CD | COV-CD | 1-NNA-EMD | MMD-EMD | COV-EMD |\n|---|---|---|---|---|---|---|")
+    cols = [("1-NNA-CD", "1nna_cd", ".3f"), ("MMD-CD", "mmd_cd", ".4f"), ("COV-CD", "cov_cd", ".2f")]
+    if not args.cd_only:
+        cols += [("1-NNA-EMD", "1nna_emd", ".3f"), ("MMD-EMD", "mmd_emd", ".3f"), ("COV-EMD", "cov_emd", ".2f")]
+    print(f"{args.samples} samples per row\n\n| samples | " + " | ".join(c for c, _, _ in cols) + " |\n"
+          + "|---" * (len(cols) + 1) + "|")
     for name, r in res.items():
-        print(f"| {name} | {r[f'{p}_1nna_cd']:.3f} | {r[f'{p}_mmd_cd']:.4f} | {r[f'{p}_cov_cd']:.2f} | "
-              f"{r[f'{p}_1nna_emd']:.3f} | {r[f'{p}_mmd_emd']:.3f} | {r[f'{p}_cov_emd']:.2f} |")
+        print(f"| {name} | " + " | ".join(format(r[f"{p}_{k}"], f) for _, k, f in cols) + " |")
     return 0
 
 

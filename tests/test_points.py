@@ -209,6 +209,17 @@ def test_point_metric_on_built_in_shapes():
     assert noise["pc_1nna_cd"] > 0.9
 
 
+def test_render_layout_gives_every_class_its_own_rows():
+    from rinkit_plugins.points.writer import by_class, layout
+    x, y = by_class(torch.arange(7.0), torch.tensor([2, 0, 1, 0, 2, 2, 0]))
+    assert y.tolist() == [0, 0, 0, 1, 2, 2, 2] and x.tolist() == [1.0, 3.0, 6.0, 2.0, 0.0, 4.0, 5.0]
+    cells, titles = layout(y, 7)  # a class shorter than the others still starts and ends its row
+    assert cells == [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0), (2, 1), (2, 2)] and titles == [0, 1, 2]
+    cells, titles = layout(y, 7, per_row=2)  # a class longer than a row wraps, titled once
+    assert cells[:4] == [(0, 0), (0, 1), (1, 0), (2, 0)] and titles == [0, "", 1, 2, ""]
+    assert layout(None, 5)[0][-1] == (1, 1)  # unlabelled: a near-square grid
+
+
 def test_writers(tmp_path):
     from plyfile import PlyData
     x, y = shape_clouds(128, "test").tensors(4)
