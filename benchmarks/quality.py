@@ -69,7 +69,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from benchmarks.measure import count_flops, loadavg, machine, sync
+from benchmarks.measure import PeakMemory, count_flops, loadavg, machine, state_bytes, sync
 from benchmarks.models import Entry, unet_entry
 from rinkit.errors import RinkitError
 
@@ -358,6 +358,9 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
     batch = cfg.train.batch_size
     train_s, eval_s, rows, last = 0.0, 0.0, [], 0
     targets = eval_steps(total, points)
+    with PeakMemory(device) as pm:  # the first training step's peak (the run's own step, timed as the others)
+        train_s += run.train_until(1)
+    peak_mb = (state_bytes(run.model, run.opt) + pm.bytes) / 2 ** 20
     for target in targets:
         train_s += run.train_until(target)
         final = target == targets[-1]
@@ -388,6 +391,7 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
     return {"name": entry.name, "kind": entry.kind, "note": entry.note, "params": run.params,
             "self_cond_rate": entry.diffusion.self_cond_rate, "total_steps": total, "batch": batch,
             "train_seconds": train_s, "eval_seconds": eval_s, "nonfinite_steps": run.bad,
+            "steps_per_s": total / train_s, "examples_per_s": total * batch / train_s, "train_peak_mb": peak_mb,
             "gflops_per_example": {k: v / 1e9 for k, v in flops.items()},
             "loadavg_start": load_start, "loadavg_end": loadavg(), "points": rows}, grid
 
@@ -431,7 +435,11 @@ def table(result: dict) -> str:
         notes.append(f"* {mod['name']}: {mod['params']:,} params; forward {g['forward'] * 1e3:.2f} MFLOPs/example"
                      + (f", self-cond pass {g['self_cond_forward'] * 1e3:.2f}" if g["self_cond_forward"] else "")
                      + f", training {g['train'] * 1e3:.2f} MFLOPs/example; {mod['total_steps']} steps trained in "
-                     f"{mod['train_seconds']:.1f} s; load average {mod['loadavg_start']} at start, "
+                     f"{mod['train_seconds']:.1f} s"
+                     + (f" ({mod['steps_per_s']:.2f} steps/s, {mod['examples_per_s']:.1f} examples/s; training peak "
+                        f"{mod['train_peak_mb']:.0f} MB: parameters, gradients, optimizer state + the first step's "
+                        "extra resident memory)" if "train_peak_mb" in mod else "")
+                     + f"; load average {mod['loadavg_start']} at start, "
                      f"{mod['loadavg_end']} at end")
     ref = result.get("reference")
     if ref:

@@ -229,6 +229,7 @@ def test_quality_benchmark_points_end_to_end_tiny(tmp_path, capsys):
         assert len(m["points"]) == 2 and m["points"][-1]["step"] == m["total_steps"] >= 2
         assert all(0 <= p["pc_1nna_cd"] <= 1 and 0 < p["pc_cov_cd"] <= 1 and p["samples"] == 8 for p in m["points"])
         assert m["gflops_per_example"]["forward"] > 0 and m["points"][-1]["train_seconds"] > 0
+        assert m["steps_per_s"] > 0 and m["train_peak_mb"] > 4 * m["params"] * 3 / 2 ** 20  # weights, grads, Adam
     ref = res["reference"]  # real clouds score near chance; blobs with no surface are told apart
     assert ref["samples"] == 8 and 0 <= ref["train_vs_test"] < ref["blobs_1NNA_CD"] <= 1
     md = (tmp_path / "quality_points.md").read_text()
