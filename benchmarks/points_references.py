@@ -3,7 +3,7 @@ trained model's numbers have a floor and a ceiling. Every row is scored against 
 clouds the trainer uses (the first n of the test split), with n class-balanced samples.
 
     python -m benchmarks.points_references [--preset points-shapes] [--samples 64] [--set KEY=VALUE ...]
-    python -m benchmarks.points_references --samples 256 --cd-only --ckpt runs/points-shapes
+    python -m benchmarks.points_references --samples 256 --cd-only --real-only --ckpt runs/points-shapes
 
 --ckpt adds the row of a trained model (its EMA weights, class-balanced samples drawn as the
 trainer's end-of-training evaluation draws them, the checkpoint's own config): more samples than
@@ -24,12 +24,13 @@ import argparse
 import torch
 
 
-def references(preset: str, n: int, overrides: list[str], with_emd: bool = True) -> dict[str, dict[str, float]]:
+def references(preset: str, n: int, overrides: list[str], with_emd: bool = True,
+               real_only: bool = False) -> dict[str, dict[str, float]]:
     from rinkit.config import load_config
-    return references_for(load_config(preset, None, overrides), n, with_emd)
+    return references_for(load_config(preset, None, overrides), n, with_emd, real_only)
 
 
-def references_for(cfg, n: int, with_emd: bool = True) -> dict[str, dict[str, float]]:
+def references_for(cfg, n: int, with_emd: bool = True, real_only: bool = False) -> dict[str, dict[str, float]]:
     from rinkit.config import modality_options
     from rinkit.registry import get_dataset
     from rinkit_plugins.points.metrics import PointMetric
@@ -54,6 +55,8 @@ def references_for(cfg, n: int, with_emd: bool = True) -> dict[str, dict[str, fl
                 "real + N(0, 0.05²) jitter": jitter(0.05),
                 "Gaussian blobs with each real cloud's mean and covariance": blobs,
                 "Gaussian noise N(0, I) clipped to [-1, 1]": torch.randn(x.shape, generator=g).clamp(-1, 1)}
+    if real_only:
+        rows = dict(list(rows.items())[:1])
     return {name: metric(s) for name, s in rows.items()}
 
 
@@ -78,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
     ap.add_argument("--ckpt", default=None, help="also score this checkpoint (file or run folder)")
     ap.add_argument("--cd-only", action="store_true", help="skip the EMD measures (the costly part)")
+    ap.add_argument("--real-only", action="store_true", help="of the reference rows, only the real clouds' row")
     args = ap.parse_args(argv)
-    res = references(args.preset, args.samples, args.overrides, not args.cd_only)
+    res = references(args.preset, args.samples, args.overrides, not args.cd_only, args.real_only)
     if args.ckpt:
         name, row = model_row(args.ckpt, args.samples, not args.cd_only)
         res[name] = row

@@ -246,3 +246,22 @@ def test_short_runs_lower_the_loss(modality, tmp_path):
     first, last = np.mean(res.losses[:10]), np.mean(res.losses[-10:])
     assert last < 0.7 * first and last < 0.8, (first, last)  # eps target (pinned): 0.8 beats predicting 0 (loss 1)
     assert any(p.suffix == ".ply" for p in res.samples) and res.samples[0].suffix == ".png"
+
+
+def test_points_reference_rows_and_a_checkpoints_row(tmp_path, capsys):
+    """benchmarks/points_references: the real clouds score near chance and the constructed rows
+    worse; --ckpt adds the row of a trained model at the same sample count."""
+    from benchmarks.points_references import main as refs_main, references
+    from rinkit.train.trainer import train
+    over = ["modality_options.num_points=64"]
+    r = references("points-shapes", 16, over, with_emd=False)
+    real, blobs, noise = (r[k]["pc_1nna_cd"] for k in ("real train clouds",
+                                                        "Gaussian blobs with each real cloud's mean and covariance",
+                                                        "Gaussian noise N(0, I) clipped to [-1, 1]"))
+    assert real < 0.65 and real < blobs < noise == 1.0 and "pc_1nna_emd" not in r["real train clouds"]
+    train(load_config("points-shapes", None, [*TINY, *over, "train.steps=2", "train.ckpt_every=2"]),
+          run_dir=tmp_path / "run", progress=False)
+    assert refs_main(["--samples", "8", "--cd-only", "--real-only", "--ckpt", str(tmp_path / "run"), "--set", *over]) == 0
+    rows = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ") and "---" not in x][1:]
+    assert [x.split(" | ")[0] for x in rows] == ["| real train clouds", f"| model: {tmp_path / 'run'}"]
+    assert float(rows[1].split(" | ")[1]) > float(rows[0].split(" | ")[1])  # 2 steps: told apart from real clouds
