@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         name, row = model_row(args.ckpt, args.samples, not args.cd_only)
         res[name] = row
     p = "vox" if any(k.startswith("vox") for r in res.values() for k in r) else "pc"
-    cols = [("1-NNA-CD", "1nna_cd", ".3f"), ("MMD-CD", "mmd_cd", ".4f"), ("COV-CD", "cov_cd", ".2f")]
+    cols = [("1-NNA-CD", "1nna_cd", ".3f"), ("MMD-CD", "mmd_cd", ".4f"), ("COV-CD", "cov_cd", ".3f")]
     if not args.cd_only:
-        cols += [("1-NNA-EMD", "1nna_emd", ".3f"), ("MMD-EMD", "mmd_emd", ".3f"), ("COV-EMD", "cov_emd", ".2f")]
+        cols += [("1-NNA-EMD", "1nna_emd", ".3f"), ("MMD-EMD", "mmd_emd", ".3f"), ("COV-EMD", "cov_emd", ".3f")]
     print(f"{args.samples} samples per row\n\n| samples | " + " | ".join(c for c, _, _ in cols) + " |\n"
           + "|---" * (len(cols) + 1) + "|")
     for name, r in res.items():
