@@ -61,17 +61,21 @@ class UNetDenoiser(nn.Module):
         return out, None
 
 
-def adm_unet(image_size: int, channels: int = 3, num_classes: int = 0, width: float = 1.0,
-             depth: int | None = None) -> UNetDenoiser:
+def adm_unet(image_size: int | tuple[int, int], channels: int = 3, num_classes: int = 0, width: float = 1.0,
+             depth: int | None = None, layout: dict | None = None) -> UNetDenoiser:
     """An ADM-style U-Net for `image_size` (8 (digits)/28 (Fashion-MNIST)/32/64/128/256; 512 uses
     the 256 layout with one more level as guided-diffusion does). `width` scales the channels
-    (smoke tests, or a smaller baseline), `depth` sets the res blocks per level."""
+    (smoke tests, or a smaller baseline), `depth` sets the res blocks per level. `layout` (a dict
+    shaped like the ADM entries) replaces the table, e.g. for a (height, width) spectrogram
+    (benchmarks/baselines/audio.py); attention levels are then named by height."""
     try:
         from diffusers import UNet2DModel
     except ImportError:
         raise RinkitError("the U-Net baselines need diffusers: pip install 'rinkit[benchmarks]'") from None
-    key = image_size if image_size in ADM else None
-    if key is None:
+    key = image_size if layout is None and image_size in ADM else None
+    if layout is not None:
+        cfg = layout
+    elif key is None:
         if image_size == 512:
             cfg = dict(ADM[256], mult=(0.5, 1, 1, 2, 2, 4, 4), source="ADM ImageNet-512")
         else:
@@ -81,7 +85,8 @@ def adm_unet(image_size: int, channels: int = 3, num_classes: int = 0, width: fl
         cfg = ADM[key]
     ch = max(8, int(cfg["channels"] * width) // 8 * 8)
     out_ch = [max(8, int(ch * m) // 8 * 8) for m in cfg["mult"]]
-    res = [image_size >> i for i in range(len(out_ch))]
+    height = image_size if isinstance(image_size, int) else image_size[0]
+    res = [height >> i for i in range(len(out_ch))]
     down = ["AttnDownBlock2D" if r in cfg["attn"] else "DownBlock2D" for r in res]
     up = ["AttnUpBlock2D" if r in cfg["attn"] else "UpBlock2D" for r in reversed(res)]
     # head width: 64 channels per head (ADM), or one head over the 16x16 level's channels (DDPM)

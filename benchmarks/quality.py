@@ -13,9 +13,14 @@ training TFLOPs, both models) and <out>_samples.png (the models' sample grids si
 
 Modalities plug in as a `Task` (TASKS): what the baseline model is, which metric compares the
 models (its name, the sample count its protocol needs, its reference rows) and how samples are
-drawn side by side. Only images are implemented: the baseline is benchmarks/models.py's ADM
-layout sized to the preset; the metric is digits-FID on the built-in digits and the real
-TF-Inception FID (rinkit_plugins.image.fid_metric) on datasets with a test split (Fashion-MNIST).
+drawn side by side. Implemented:
+* image: the baseline is benchmarks/models.py's ADM layout sized to the preset; the metric is
+  digits-FID on the built-in digits and the real TF-Inception FID (rinkit_plugins.image.fid_metric)
+  on datasets with a test split (Fashion-MNIST).
+* points (`--modality points`: the points-shapes preset): the baseline is the PVD-style PVCNN of
+  benchmarks/baselines/points.py; the metric is 1-NNA under Chamfer distance against as many
+  held-out clouds (plugins/points/metrics.py), with COV-CD and MMD-CD beside it (EMD measures in
+  the JSON); 128 samples at the end by default (the exact EMD assignments grow with its square).
 
 Protocol
 * The models: RIN built from the preset exactly as `rinkit train` builds it, and the baseline,
@@ -64,7 +69,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from benchmarks.measure import count_flops, loadavg, machine, sync
+from benchmarks.measure import PeakMemory, count_flops, loadavg, machine, state_bytes, sync
 from benchmarks.models import Entry, unet_entry
 from rinkit.errors import RinkitError
 
@@ -80,6 +85,7 @@ class Metric:
     reference_rows: Callable[[int], dict]  # n -> {row name: value} at n samples
     extra: tuple[str, ...] = ()    # other outputs shown in the table (e.g. class accuracy)
     note: str = ""
+    default_samples: int | None = None  # --eval-samples when not given (else the protocol's, >= 500)
 
 
 @dataclass
@@ -134,7 +140,52 @@ def _image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], path: Path, 
     return path
 
 
-TASKS = {"image": Task("image", _image_baseline, _image_metric, _image_grid)}
+def _points_baseline(cfg, rin: Entry, width: float = 1.0) -> Entry:
+    from benchmarks.baselines.points import pvcnn_entry
+    return pvcnn_entry(cfg, width=max(4, round(32 * width)))
+
+
+def _points_metric(cfg) -> Metric:
+    def reference_rows(n: int) -> dict:
+        from benchmarks.points_references import references_for
+        rows = references_for(cfg, n, with_emd=False)
+        real, blobs = rows["real train clouds"], rows["Gaussian blobs with each real cloud's mean and covariance"]
+        return {"train_vs_test": real["pc_1nna_cd"], "real_COV_CD": real["pc_cov_cd"],
+                "blobs_1NNA_CD": blobs["pc_1nna_cd"], "samples": n}
+    if cfg.modality != "points":
+        raise RinkitError(f"the quality benchmark compares point clouds; modality {cfg.modality!r} has no baseline")
+    return Metric("pc_1nna_cd", "1-NNA-CD", None, reference_rows, extra=("pc_cov_cd", "pc_mmd_cd"),
+                  note="1-NN accuracy of telling samples from as many held-out clouds under Chamfer distance "
+                       "(0.5 = indistinguishable), coverage and MMD under CD (plugins/points/metrics.py); EMD "
+                       "measures in the JSON", default_samples=128)
+
+
+def _points_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], path: Path, cfg) -> Path:
+    """Each model's renders (one titled row per class, same labels and seeds) side by side."""
+    import tempfile
+
+    from PIL import Image
+
+    from rinkit_plugins.points import shapes
+    from rinkit_plugins.points.writer import by_class, render
+    names = shapes.CLASSES if cfg.data.dataset == "shapes" else None
+    with tempfile.TemporaryDirectory() as tmp:
+        ims = []
+        for i, (name, x, y) in enumerate(rows):
+            x, y = by_class(x.detach().float().cpu(), y)
+            ims.append(Image.open(render([c.numpy() for c in x], Path(tmp) / f"{i}.png", y, names, name)).convert("RGB"))
+        canvas = Image.new("RGB", (sum(im.width for im in ims) + 16 * (len(ims) - 1), max(im.height for im in ims)),
+                           "white")
+        x0 = 0
+        for im in ims:
+            canvas.paste(im, (x0, 0))
+            x0 += im.width + 16
+        canvas.save(path)
+    return path
+
+
+TASKS = {"image": Task("image", _image_baseline, _image_metric, _image_grid),
+         "points": Task("points", _points_baseline, _points_metric, _points_grid)}
 
 
 def task_for(modality: str) -> Task:
@@ -157,6 +208,12 @@ def models_for(preset: str, overrides: list[str], modality: str | None = None, u
     base = task.baseline(cfg, rin, unet_width)
     base_cfg = cfg.replace(diffusion=cfg.diffusion.model_copy(update={"self_cond_rate": 0.0}))
     return task, [(rin, cfg), (base, base_cfg)]
+
+
+def role(entry: Entry) -> str:
+    """What --models calls a model: "rin", or "unet" for the modality's baseline whatever its kind
+    (the points baseline is a PVCNN)."""
+    return "rin" if entry.kind == "rin" else "unet"
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -301,6 +358,9 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
     batch = cfg.train.batch_size
     train_s, eval_s, rows, last = 0.0, 0.0, [], 0
     targets = eval_steps(total, points)
+    with PeakMemory(device) as pm:  # the first training step's peak (the run's own step, timed as the others)
+        train_s += run.train_until(1)
+    peak_mb = (state_bytes(run.model, run.opt) + pm.bytes) / 2 ** 20
     for target in targets:
         train_s += run.train_until(target)
         final = target == targets[-1]
@@ -331,6 +391,7 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
     return {"name": entry.name, "kind": entry.kind, "note": entry.note, "params": run.params,
             "self_cond_rate": entry.diffusion.self_cond_rate, "total_steps": total, "batch": batch,
             "train_seconds": train_s, "eval_seconds": eval_s, "nonfinite_steps": run.bad,
+            "steps_per_s": total / train_s, "examples_per_s": total * batch / train_s, "train_peak_mb": peak_mb,
             "gflops_per_example": {k: v / 1e9 for k, v in flops.items()},
             "loadavg_start": load_start, "loadavg_end": loadavg(), "points": rows}, grid
 
@@ -374,7 +435,11 @@ def table(result: dict) -> str:
         notes.append(f"* {mod['name']}: {mod['params']:,} params; forward {g['forward'] * 1e3:.2f} MFLOPs/example"
                      + (f", self-cond pass {g['self_cond_forward'] * 1e3:.2f}" if g["self_cond_forward"] else "")
                      + f", training {g['train'] * 1e3:.2f} MFLOPs/example; {mod['total_steps']} steps trained in "
-                     f"{mod['train_seconds']:.1f} s; load average {mod['loadavg_start']} at start, "
+                     f"{mod['train_seconds']:.1f} s"
+                     + (f" ({mod['steps_per_s']:.2f} steps/s, {mod['examples_per_s']:.1f} examples/s; training peak "
+                        f"{mod['train_peak_mb']:.0f} MB: parameters, gradients, optimizer state + the first step's "
+                        "extra resident memory)" if "train_peak_mb" in mod else "")
+                     + f"; load average {mod['loadavg_start']} at start, "
                      f"{mod['loadavg_end']} at end")
     ref = result.get("reference")
     if ref:
@@ -475,7 +540,7 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
     cfg0 = pairs[0][1]
     metric = task.metric(cfg0)
     if eval_samples is None:
-        eval_samples = max(500, metric.protocol_samples or 0)
+        eval_samples = metric.default_samples or max(500, metric.protocol_samples or 0)
     proxy_samples = proxy_samples or eval_samples
     if min(eval_samples, proxy_samples) < 2:
         raise RinkitError("--eval-samples and --proxy-samples must be >= 2")
@@ -487,7 +552,7 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
     sampler_over = {"steps": sample_steps} if sample_steps else {}
     sampler, n_steps = _sampler_text(cfg0, sampler_over)
     start = {"loadavg": loadavg(), "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
-    chosen = [i for i, (e, _) in enumerate(pairs) if e.kind in models]
+    chosen = [i for i, (e, _) in enumerate(pairs) if role(e) in models]
 
     calibration = None
 
@@ -559,7 +624,7 @@ def run_calibration(preset: str, overrides: list[str] | None = None, modality: s
         torch.set_num_threads(threads)
     dev = pick_device(device)
     _, pairs = models_for(preset, overrides or [], modality, unet_width)
-    pairs = [(e, c) for e, c in pairs if e.kind in (models or ["rin", "unet"])]
+    pairs = [(e, c) for e, c in pairs if role(e) in (models or ["rin", "unet"])]
     seed = pairs[0][1].train.seed if seed is None else seed
     waited = wait_quiet(wait, log) if wait is not None else None
     cal = calibrate_all(pairs, dev, seed, calib_steps, rounds)
@@ -655,8 +720,9 @@ def calibration_table(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     def add(ap):
         common_arguments(ap, out="benchmarks/results/quality_digits", eval_samples=None)
-        ap.add_argument("--modality", default=None, help="the preset's modality unless given (implemented: "
-                        + ", ".join(TASKS) + ")")
+        ap.add_argument("--modality", default=None, help="the preset's modality unless given; without --preset, "
+                        "the modality's default preset (implemented: " + ", ".join(TASKS) + ")")
+        ap.set_defaults(preset=None)
         ap.add_argument("--points", type=int, default=6, help="evenly spaced evaluations per model (6)")
         ap.add_argument("--proxy-samples", type=int, default=None,
                         help="samples at the points before the last (default: --eval-samples); labelled proxies")
@@ -680,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="merge runs of one protocol made in separate processes into OUT")
 
     def call(a, command, log):
+        if a.preset is None:
+            from rinkit.registry import get_modality
+            a.preset = get_modality(a.modality).default_preset if a.modality else "digits"
         if a.combine:
             return combine(a.combine, a.out, command)
         if a.calibrate:

@@ -30,12 +30,16 @@ def test_points_and_voxels_registered_with_presets():
     assert registry.get_modality("voxels").default_preset == "points-voxels"
     assert load_config("points-shapes").modality == "points" and load_config("points-voxels").modality == "voxels"
     with pytest.raises(RinkitError, match="num_groups"):
-        build_model(load_config("points-shapes", None, ["modality_options.num_groups=1000"]))
+        build_model(load_config("points-shapes", None, ["modality_options.tokens=groups",
+                                                        "modality_options.num_groups=1000"]))
+    with pytest.raises(RinkitError, match="local_k"):
+        build_model(load_config("points-shapes", None, ["modality_options.local_k=256"]))
 
 
-def test_point_denoiser_is_permutation_equivariant():
+@pytest.mark.parametrize("tokens", ["points", "groups"])
+def test_point_denoiser_is_permutation_equivariant(tokens):
     """Permuting the input points permutes the prediction identically; latents are unchanged."""
-    cfg = small_points_cfg()
+    cfg = small_points_cfg(f"modality_options.tokens={tokens}")
     model = build_model(cfg).eval()
     torch.nn.init.ones_(model.core.self_cond.norm_out.weight)  # make the warm-start path matter
     x, _ = shape_clouds(128, "train").tensors(3)
@@ -50,8 +54,34 @@ def test_point_denoiser_is_permutation_equivariant():
     torch.testing.assert_close(lat_p, lat, atol=1e-5, rtol=1e-5)
 
 
+def test_point_tokens_are_points_with_their_neighbourhoods():
+    """tokens: points (the default): one token per point, in the input's order; a token sees its
+    own position and its k nearest neighbours' offsets, so moving one point changes only its own
+    token and those of the points that have it as a neighbour."""
+    o = PointOptions(num_points=64, local_k=4)
+    m = registry.get_modality("points")
+    tok, detok = m.make_tokenizer(o, 16), m.make_detokenizer(o, 16)
+    torch.manual_seed(0)
+    x = torch.rand(2, 64, 3) * 2 - 1
+    tokens = tok(x)
+    assert tokens.shape == (2, 64, 16) and detok(tokens).shape == x.shape
+    perm = torch.randperm(64)
+    torch.testing.assert_close(tok(x[:, perm]), tokens[:, perm])
+    moved = x.clone()
+    moved[0, 5] += 0.05
+    changed = (tok(moved) - tokens).abs().amax(-1) > 1e-6                      # (2, 64)
+    knn = ((x[0, :, None] - x[0, None]) ** 2).sum(-1).topk(5, largest=False).indices[:, 1:]
+    near = set(((knn == 5).any(1)).nonzero().flatten().tolist()) | {5}
+    assert not changed[1].any() and set(changed[0].nonzero().flatten().tolist()) <= near
+    assert changed[0, 5]
+    # without neighbourhoods a token is a function of its own point alone
+    o0 = PointOptions(num_points=64)
+    tok0 = m.make_tokenizer(o0, 16)
+    assert ((tok0(moved) - tok0(x)).abs().amax(-1) > 1e-6).sum() == 1
+
+
 def test_point_tokens_are_groups_of_points():
-    o = PointOptions(num_points=64, num_groups=8, group_size=5)
+    o = PointOptions(num_points=64, tokens="groups", num_groups=8, group_size=5)
     m = registry.get_modality("points")
     tok, detok = m.make_tokenizer(o, 16), m.make_detokenizer(o, 16)
     x = torch.rand(2, 64, 3) * 2 - 1
@@ -179,6 +209,17 @@ def test_point_metric_on_built_in_shapes():
     assert noise["pc_1nna_cd"] > 0.9
 
 
+def test_render_layout_gives_every_class_its_own_rows():
+    from rinkit_plugins.points.writer import by_class, layout
+    x, y = by_class(torch.arange(7.0), torch.tensor([2, 0, 1, 0, 2, 2, 0]))
+    assert y.tolist() == [0, 0, 0, 1, 2, 2, 2] and x.tolist() == [1.0, 3.0, 6.0, 2.0, 0.0, 4.0, 5.0]
+    cells, titles = layout(y, 7)  # a class shorter than the others still starts and ends its row
+    assert cells == [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0), (2, 1), (2, 2)] and titles == [0, 1, 2]
+    cells, titles = layout(y, 7, per_row=2)  # a class longer than a row wraps, titled once
+    assert cells[:4] == [(0, 0), (0, 1), (1, 0), (2, 0)] and titles == [0, "", 1, 2, ""]
+    assert layout(None, 5)[0][-1] == (1, 1)  # unlabelled: a near-square grid
+
+
 def test_writers(tmp_path):
     from plyfile import PlyData
     x, y = shape_clouds(128, "test").tensors(4)
@@ -205,3 +246,22 @@ def test_short_runs_lower_the_loss(modality, tmp_path):
     first, last = np.mean(res.losses[:10]), np.mean(res.losses[-10:])
     assert last < 0.7 * first and last < 0.8, (first, last)  # eps target (pinned): 0.8 beats predicting 0 (loss 1)
     assert any(p.suffix == ".ply" for p in res.samples) and res.samples[0].suffix == ".png"
+
+
+def test_points_reference_rows_and_a_checkpoints_row(tmp_path, capsys):
+    """benchmarks/points_references: the real clouds score near chance and the constructed rows
+    worse; --ckpt adds the row of a trained model at the same sample count."""
+    from benchmarks.points_references import main as refs_main, references
+    from rinkit.train.trainer import train
+    over = ["modality_options.num_points=64"]
+    r = references("points-shapes", 16, over, with_emd=False)
+    real, blobs, noise = (r[k]["pc_1nna_cd"] for k in ("real train clouds",
+                                                        "Gaussian blobs with each real cloud's mean and covariance",
+                                                        "Gaussian noise N(0, I) clipped to [-1, 1]"))
+    assert real < 0.65 and real < blobs < noise == 1.0 and "pc_1nna_emd" not in r["real train clouds"]
+    train(load_config("points-shapes", None, [*TINY, *over, "train.steps=2", "train.ckpt_every=2"]),
+          run_dir=tmp_path / "run", progress=False)
+    assert refs_main(["--samples", "8", "--cd-only", "--real-only", "--ckpt", str(tmp_path / "run"), "--set", *over]) == 0
+    rows = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ") and "---" not in x][1:]
+    assert [x.split(" | ")[0] for x in rows] == ["| real train clouds", f"| model: {tmp_path / 'run'}"]
+    assert float(rows[1].split(" | ")[1]) > float(rows[0].split(" | ")[1])  # 2 steps: told apart from real clouds

@@ -202,3 +202,38 @@ def test_runs_of_one_protocol_combine_into_one_result(tmp_path, capsys):
         assert "does not share" in capsys.readouterr().err
     finally:
         torch.set_num_threads(threads)
+
+
+def test_quality_benchmark_points_end_to_end_tiny(tmp_path, capsys):
+    """--modality points (no --preset: the modality's default preset) on tiny sizes: RIN vs the
+    PVD-style PVCNN, each scored by 1-NNA-CD against held-out clouds, the reference rows at the
+    same sample count, and the class-row renders side by side."""
+    out = tmp_path / "quality_points"
+    threads = torch.get_num_threads()
+    tiny = ["model.interface_dim=16", "model.latent_dim=32", "model.num_latents=4", "model.blocks=1",
+            "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2", "train.batch_size=8",
+            "train.warmup_steps=1", "modality_options.num_points=64"]
+    try:
+        rc = main(["--modality", "points", "--budget", "0.5", "--eval-samples", "8", "--points", "2",
+                   "--sample-steps", "2", "--calib-steps", "2", "--threads", "1", "--unet-width", "0.25",
+                   "--grid-per-class", "2", "--out", str(out), "--set", *tiny])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    res = json.loads((tmp_path / "quality_points.json").read_text())
+    assert res["modality"] == "points" and res["settings"]["preset"] == "points-shapes"
+    assert res["metric"]["key"] == "pc_1nna_cd"
+    rin, base = res["models"]
+    assert rin["kind"] == "rin" and base["kind"] == "pvcnn" and base["self_cond_rate"] == 0.0
+    for m in (rin, base):
+        assert len(m["points"]) == 2 and m["points"][-1]["step"] == m["total_steps"] >= 2
+        assert all(0 <= p["pc_1nna_cd"] <= 1 and 0 < p["pc_cov_cd"] <= 1 and p["samples"] == 8 for p in m["points"])
+        assert m["gflops_per_example"]["forward"] > 0 and m["points"][-1]["train_seconds"] > 0
+        assert m["steps_per_s"] > 0 and m["train_peak_mb"] > 4 * m["params"] * 3 / 2 ** 20  # weights, grads, Adam
+    ref = res["reference"]  # real clouds score near chance; blobs with no surface are told apart
+    assert ref["samples"] == 8 and 0 <= ref["train_vs_test"] < ref["blobs_1NNA_CD"] <= 1
+    md = (tmp_path / "quality_points.md").read_text()
+    assert "1-NNA-CD" in md and "| RIN points-shapes |" in md and "PVCNN" in md
+    from PIL import Image
+    grid = Image.open(tmp_path / "quality_points_samples.png")
+    assert grid.height >= 4 * 1.8 * 90 and grid.width > grid.height  # 4 class rows (1.8 in at 90 dpi), 2 models

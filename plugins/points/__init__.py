@@ -1,9 +1,12 @@
 """The built-in 3-D modalities: point clouds (`points`) and voxel occupancy grids (`voxels`).
 
 One plugin may serve several modalities; both share the procedural shapes of shapes.py.
-  points  (N, 3) clouds; tokens are groups of points (farthest-point centres + k nearest
-          neighbours, PointNet-embedded) with content positions only, so the denoiser is
-          permutation-equivariant over points (tokenizer.py). Writes PLY files + a PNG render.
+  points  (N, 3) clouds; by default one interface token per point (PointInfinity's data stream:
+          Fourier features of the point's position, optionally its k-nearest-neighbour offsets),
+          or with `tokens: groups` one token per group of points (farthest-point centres + k
+          nearest neighbours, PointNet-embedded). Positions come from content only, never from
+          the point's index, so the denoiser is permutation-equivariant over points
+          (tokenizer.py). Writes PLY files + a PNG render.
   voxels  (1, D, D, D) occupancy in {-1, +1}; 3-D patches with 3-D sin-cos positions.
 Datasets: `shapes` (built in: sphere, box, torus, cylinder, random size and pose) for both, and
 `folder` (.ply / .npy / .xyz point sets) for points. Metrics (metrics.py): Chamfer distance and
@@ -22,14 +25,21 @@ from rinkit.plugin import DatasetSpec, MetricSpec, Modality, hookimpl
 class PointOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     num_points: int = Field(512, ge=4)
-    num_groups: int = Field(64, ge=1)   # interface tokens
-    group_size: int = Field(16, ge=1)   # points per group (k nearest of each centre)
+    # interface tokens: one per point (PointInfinity's data stream), or one per group of points
+    tokens: Literal["points", "groups"] = "points"
     fourier_freqs: int = Field(6, ge=0)
-    neighbours: int = Field(3, ge=1)    # group tokens mixed into each point's readout
+    local_k: int = Field(0, ge=0)       # tokens = "points": also embed the offsets to the k nearest points
+    num_groups: int = Field(64, ge=1)   # tokens = "groups": how many (farthest-point centres)
+    group_size: int = Field(16, ge=1)   # tokens = "groups": points per group (k nearest of each centre)
+    neighbours: int = Field(3, ge=1)    # tokens = "groups": group tokens mixed into each point's readout
     normalize: Literal["unit_sphere", "none"] = "unit_sphere"  # folder data only
 
     @model_validator(mode="after")
     def _check(self):
+        if self.tokens == "points":
+            if self.local_k >= self.num_points:
+                raise ValueError(f"local_k ({self.local_k}) must be below num_points ({self.num_points})")
+            return self
         if self.num_groups > self.num_points or self.group_size > self.num_points:
             raise ValueError(f"num_groups ({self.num_groups}) and group_size ({self.group_size}) must not "
                              f"exceed num_points ({self.num_points})")
@@ -52,13 +62,17 @@ class VoxelOptions(BaseModel):
 
 
 def _point_tokenizer(o: PointOptions, dim: int):
-    from rinkit_plugins.points.tokenizer import PointGroupTokenizer
-    return PointGroupTokenizer(o.num_groups, o.group_size, dim, o.fourier_freqs)
+    from rinkit_plugins.points import tokenizer as t
+    if o.tokens == "points":
+        return t.PointTokenizer(dim, o.fourier_freqs, o.local_k)
+    return t.PointGroupTokenizer(o.num_groups, o.group_size, dim, o.fourier_freqs)
 
 
 def _point_detokenizer(o: PointOptions, dim: int):
-    from rinkit_plugins.points.tokenizer import PointGroupDetokenizer
-    return PointGroupDetokenizer(dim, o.fourier_freqs, o.neighbours)
+    from rinkit_plugins.points import tokenizer as t
+    if o.tokens == "points":
+        return t.PointDetokenizer(o.num_points, dim)
+    return t.PointGroupDetokenizer(dim, o.fourier_freqs, o.neighbours)
 
 
 def _voxel_tokenizer(o: VoxelOptions, dim: int):

@@ -21,7 +21,9 @@ import torch
 
 def chamfer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(..., N, 3), (..., M, 3) -> (...) squared-distance Chamfer."""
-    d = ((a[..., :, None, :] - b[..., None, :, :]) ** 2).sum(-1)
+    # explicit differences (exact, unlike |a|^2 + |b|^2 - 2ab), one coordinate at a time: summing
+    # over a trailing axis of 3 was 3x slower on CPU for the same numbers
+    d = sum((a[..., :, None, c] - b[..., None, :, c]) ** 2 for c in range(3))
     return d.min(-1).values.mean(-1) + d.min(-2).values.mean(-1)
 
 
@@ -46,7 +48,7 @@ def emd(a: np.ndarray, b: np.ndarray) -> float:
         n = min(len(a), len(b))
         a = a[rng.choice(len(a), n, replace=False)] if len(a) > n else a
         b = b[rng.choice(len(b), n, replace=False)] if len(b) > n else b
-    cost = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+    cost = np.sqrt(sum((a[:, None, c] - b[None, :, c]) ** 2 for c in range(3)))
     r, c = linear_sum_assignment(cost)
     return float(cost[r, c].mean())
 
@@ -113,8 +115,9 @@ class PointMetric:
     """callable(samples, labels) -> dict: the generated clouds vs as many held-out clouds of the
     dataset's test split (the first ones; the built-in split cycles through the classes)."""
 
-    def __init__(self, modality: str, options, data_cfg, emd_points: int = 128):
+    def __init__(self, modality: str, options, data_cfg, emd_points: int = 128, with_emd: bool = True):
         self.modality, self.o, self.data_cfg, self.emd_points = modality, options, data_cfg, emd_points
+        self.with_emd = with_emd  # off: the CD measures only (EMD's assignments dominate the cost)
 
     def reference(self, n: int):
         from rinkit.plugin import get_dataset
@@ -128,8 +131,9 @@ class PointMetric:
             to_sets = lambda xs: [c if len(c) else np.zeros((1, 3), np.float32)  # noqa: E731
                                   for c in (occupied_centres(x) for x in xs)]
             gen, refs = subsample(to_sets(samples), 256), subsample(to_sets(ref), 256)
-            out = set_metrics(gen, refs, self.emd_points, prefix="vox")
+            out = set_metrics(gen, refs, self.emd_points, self.with_emd, prefix="vox")
             occ = lambda xs: float((xs > 0).float().mean())  # noqa: E731
             out["vox_occupancy_gap"] = abs(occ(samples) - occ(ref))
             return out
-        return set_metrics(list(samples.detach().float().cpu().numpy()), list(ref.numpy()), self.emd_points)
+        return set_metrics(list(samples.detach().float().cpu().numpy()), list(ref.numpy()), self.emd_points,
+                           self.with_emd)

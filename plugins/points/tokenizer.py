@@ -1,14 +1,18 @@
 """Tokenizers for 3-D data.
 
-Point clouds (B, N, 3): tokens are groups of points, with no order-dependent positions, so the
-whole denoiser is permutation-equivariant over points (tests/test_points.py checks it):
-  * G group centres by farthest-point sampling (Point-BERT / Point-MAE), started from the point
-    farthest from the centroid rather than from index 0, so the choice ignores the input order;
-  * each group = the k nearest points of its centre; a shared PointNet (MLP, max-pool) embeds the
-    offsets to the centre, and the centre's own coordinates (Fourier features -> MLP) are the
-    token's position: a position by content, never by index;
-  * the tokenizer hands (points, centres) to the detokenizer as its state (the registry's
-    `(tokens, state)` contract). Each point is decoded from the inverse-distance-weighted mix of
+Point clouds (B, N, 3) enter the engine with no order-dependent positions, so the whole denoiser
+is permutation-equivariant over points (tests/test_points.py checks it). Two tokenizers:
+  * `PointTokenizer` (tokens: points, the default): one interface token per point, its position
+    by content (Fourier features -> MLP), optionally plus an EdgeConv feature of its k nearest
+    neighbours; the detokenizer maps token i back to point i. RIN's interface is then the point
+    set itself and the latents hold the shape, as in PointInfinity (Huang et al., CVPR 2024).
+  * `PointGroupTokenizer` (tokens: groups): fewer tokens for large clouds. G group centres by
+    farthest-point sampling (Point-BERT / Point-MAE), started from the point farthest from the
+    centroid rather than from index 0, so the choice ignores the input order; each group = the
+    k nearest points of its centre, embedded by a shared PointNet (MLP, max-pool) of the
+    offsets, plus the centre's own coordinates (Fourier features -> MLP) as its position. The
+    tokenizer hands (points, centres) to the detokenizer as its state (the registry's
+    `(tokens, state)` contract): each point is decoded from the inverse-distance-weighted mix of
     its 3 nearest group tokens (PointNet++ feature propagation) and its own coordinates.
 Every step treats points identically, so permuting the input permutes the output the same way.
 
@@ -101,6 +105,48 @@ class PointGroupDetokenizer(nn.Module):
         w = w / w.sum(-1, keepdim=True)                                            # (B, N, 3)
         mixed = (gather(tokens, idx) * w[..., None]).sum(2)                       # (B, N, D)
         return self.out(mixed + self.point(self.fourier(x)))
+
+
+class PointTokenizer(nn.Module):
+    """One interface token per point (the data stream of PointInfinity, Huang et al. CVPR 2024,
+    which is RIN with points as the interface; Point-E also makes every point a token). A token is
+    the point's own position (Fourier features -> MLP) plus, with `k` > 0, an EdgeConv-style local
+    feature (DGCNN, Wang et al. 2019): a shared layer on the offsets to its k nearest neighbours,
+    max-pooled (per direction the farthest reach of the neighbourhood: its local shape), then a
+    linear layer. Pooling before the second layer keeps the cost per neighbour at 3 x dim.
+    Both parts depend on content only, never on the point's index."""
+
+    def __init__(self, dim: int, n_freqs: int = 6, k: int = 16):
+        super().__init__()
+        self.k = k
+        self.fourier = Fourier(n_freqs)
+        self.pos = nn.Sequential(nn.Linear(self.fourier.dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        if k > 0:
+            self.edge = nn.Linear(3, dim)
+            self.local = nn.Sequential(nn.GELU(), nn.Linear(dim, dim))
+            self.norm = layer_norm(dim)
+
+    def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        tokens = self.pos(self.fourier(x))
+        if self.k > 0:
+            k = min(self.k + 1, x.shape[1])  # + 1: a point is its own nearest neighbour
+            knn = sqdist(x.detach(), x.detach()).topk(k, dim=-1, largest=False).indices[..., 1:]
+            offsets = gather(x, knn) - x[:, :, None]                                   # (B, N, k, 3)
+            tokens = tokens + self.norm(self.local(self.edge(offsets).max(2).values))  # max: sparse backward
+        return tokens
+
+
+class PointDetokenizer(nn.Module):
+    """Token i -> the prediction for point i: LayerNorm + linear, like a patch detokenizer."""
+
+    def __init__(self, num_points: int, dim: int):
+        super().__init__()
+        self.n = num_points
+        self.norm = layer_norm(dim)
+        self.proj = nn.Linear(dim, 3)
+
+    def forward(self, tokens: torch.Tensor, context=None) -> torch.Tensor:
+        return self.proj(self.norm(tokens[:, :self.n]))
 
 
 class VoxelTokenizer(nn.Module):

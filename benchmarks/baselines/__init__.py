@@ -1,0 +1,1 @@
+"""Conventional denoisers for the modalities the image U-Nets of benchmarks/models.py do not cover."""

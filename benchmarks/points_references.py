@@ -1,0 +1,102 @@
+"""Reference rows of the point-set metrics (docs/points.md): the metric on constructed samples, so a
+trained model's numbers have a floor and a ceiling. Every row is scored against the same held-out
+clouds the trainer uses (the first n of the test split), with n class-balanced samples.
+
+    python -m benchmarks.points_references [--preset points-shapes] [--samples 64] [--set KEY=VALUE ...]
+    python -m benchmarks.points_references --samples 256 --cd-only --real-only --ckpt runs/points-shapes
+
+--ckpt adds the row of a trained model (its EMA weights, class-balanced samples drawn as the
+trainer's end-of-training evaluation draws them, the checkpoint's own config): more samples than
+the trainer's `eval_samples` make its numbers less noisy. --cd-only skips the EMD measures,
+whose exact assignments dominate the cost (about 4x per doubling of --samples).
+
+points: real train clouds (the floor: another draw of the same distribution); the same with
+Gaussian jitter on every point (how fast the metrics punish a fuzzy surface); Gaussian blobs with
+each real cloud's mean and covariance (the right size, place and orientation, no surface); and
+Gaussian noise N(0, I) clipped to [-1, 1].
+voxels: real train grids, the same with a fraction of voxels flipped, and random occupancy at the
+data's mean occupancy.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def references(preset: str, n: int, overrides: list[str], with_emd: bool = True,
+               real_only: bool = False) -> dict[str, dict[str, float]]:
+    from rinkit.config import load_config
+    return references_for(load_config(preset, None, overrides), n, with_emd, real_only)
+
+
+def references_for(cfg, n: int, with_emd: bool = True, real_only: bool = False) -> dict[str, dict[str, float]]:
+    from rinkit.config import modality_options
+    from rinkit.registry import get_dataset
+    from rinkit_plugins.points.metrics import PointMetric
+    g = torch.Generator().manual_seed(0)
+    o = modality_options(cfg)
+    metric = PointMetric(cfg.modality, o, cfg.data, with_emd=with_emd)
+    ds = get_dataset(cfg.modality, cfg.data.dataset).build(o, cfg.data, "train")
+    x = torch.stack([ds[i][0] for i in range(n)])
+    if cfg.modality == "voxels":
+        flip = lambda p: torch.where(torch.rand(x.shape, generator=g) < p, -x, x)  # noqa: E731
+        occ = float((x > 0).float().mean())
+        rows = {"real train grids": x, "real, 2 % of voxels flipped": flip(0.02),
+                "real, 10 % of voxels flipped": flip(0.10),
+                f"random occupancy ({occ:.0%} occupied)": torch.where(torch.rand(x.shape, generator=g) < occ, 1.0, -1.0)}
+    else:
+        jitter = lambda s: x + s * torch.randn(x.shape, generator=g)  # noqa: E731
+        mean = x.mean(1, keepdim=True)
+        cov = torch.einsum("bni,bnj->bij", x - mean, x - mean) / x.shape[1]
+        chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(3))
+        blobs = mean + torch.einsum("bij,bnj->bni", chol, torch.randn(x.shape, generator=g))
+        rows = {"real train clouds": x, "real + N(0, 0.02²) jitter": jitter(0.02),
+                "real + N(0, 0.05²) jitter": jitter(0.05),
+                "Gaussian blobs with each real cloud's mean and covariance": blobs,
+                "Gaussian noise N(0, I) clipped to [-1, 1]": torch.randn(x.shape, generator=g).clamp(-1, 1)}
+    if real_only:
+        rows = dict(list(rows.items())[:1])
+    return {name: metric(s) for name, s in rows.items()}
+
+
+def model_row(ckpt: str, n: int, with_emd: bool = True, device: str = "auto") -> tuple[str, dict[str, float]]:
+    """(row name, metrics) of a checkpoint's EMA model on n class-balanced samples (sampling seed 1,
+    as the trainer's evaluation), scored against the same held-out clouds as the references."""
+    from rinkit.config import modality_options
+    from rinkit.sampling import balanced_labels, generate, load_for_sampling
+    from rinkit_plugins.points.metrics import PointMetric
+    model, cfg, dev = load_for_sampling(ckpt, device)
+    k = cfg.model.num_classes
+    labels = balanced_labels(-(-n // k), k, "cpu")[:n] if k else None
+    x = generate(model, cfg, n, labels, 1, dev)
+    metric = PointMetric(cfg.modality, modality_options(cfg), cfg.data, with_emd=with_emd)
+    return f"model: {ckpt}", metric(x.cpu())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.points_references", description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="points-shapes")
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--ckpt", default=None, help="also score this checkpoint (file or run folder)")
+    ap.add_argument("--cd-only", action="store_true", help="skip the EMD measures (the costly part)")
+    ap.add_argument("--real-only", action="store_true", help="of the reference rows, only the real clouds' row")
+    args = ap.parse_args(argv)
+    res = references(args.preset, args.samples, args.overrides, not args.cd_only, args.real_only)
+    if args.ckpt:
+        name, row = model_row(args.ckpt, args.samples, not args.cd_only)
+        res[name] = row
+    p = "vox" if any(k.startswith("vox") for r in res.values() for k in r) else "pc"
+    cols = [("1-NNA-CD", "1nna_cd", ".3f"), ("MMD-CD", "mmd_cd", ".4f"), ("COV-CD", "cov_cd", ".3f")]
+    if not args.cd_only:
+        cols += [("1-NNA-EMD", "1nna_emd", ".3f"), ("MMD-EMD", "mmd_emd", ".3f"), ("COV-EMD", "cov_emd", ".3f")]
+    print(f"{args.samples} samples per row\n\n| samples | " + " | ".join(c for c, _, _ in cols) + " |\n"
+          + "|---" * (len(cols) + 1) + "|")
+    for name, r in res.items():
+        print(f"| {name} | " + " | ".join(format(r[f"{p}_{k}"], f) for _, k, f in cols) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
