@@ -5,8 +5,9 @@ own files) only, so the rest of rinkit can change without breaking them.
 
 Hooks and types (documented in rinkit.hookspec): `hookimpl`, `Modality`, `DatasetSpec`,
 `MetricSpec`, `package_presets`. Errors: `RinkitError` (one line, shown as `rinkit: error: ...`).
-Layers: `layer_norm` (the engine's LayerNorm, eps as the official code), `sincos_grid` and
-`OFFICIAL_MAX_COORD` (fixed sin-cos positions). Data: `labelled_files` (folder datasets),
+Layers: `layer_norm` (the engine's LayerNorm, eps as the official code), `PatchEmbed` /
+`PatchUnembed` (the n-D patch stem and readout of the grid modalities), `Positions` (fixed
+and/or learned position codes), `sincos_grid` and `OFFICIAL_MAX_COORD` (fixed sin-cos positions). Data: `labelled_files` (folder datasets),
 `IMAGE_EXTENSIONS`, `to_uint8`, `get_dataset` (a registered dataset, e.g. held-out data for a
 metric). Metrics: `frechet_distance`, `frechet_distance_features`, `gaussian_stats`; and, imported
 on first use, the Inception FID tools `load_inception`, `load_ref`, `make_ref`, `evaluate_images`
@@ -18,7 +19,8 @@ from __future__ import annotations
 import importlib
 
 from rinkit.datafiles import IMAGE_EXTENSIONS, labelled_files, to_uint8
-from rinkit.engine.positions import OFFICIAL_MAX_COORD, sincos_grid
+from rinkit.engine.patch import PatchEmbed, PatchUnembed
+from rinkit.engine.positions import OFFICIAL_MAX_COORD, Positions, sincos_grid
 from rinkit.engine.rin import layer_norm
 from rinkit.errors import RinkitError
 from rinkit.evaluate.frechet import frechet_distance, frechet_distance_features, gaussian_stats
@@ -31,7 +33,8 @@ _LAZY = {"load_inception": "rinkit.evaluate.inception", "load_ref": "rinkit.eval
          "load_config": "rinkit.config", "resolve": "rinkit.build",
          "overlay": "rinkit.routing", "upsample": "rinkit.routing", "heat_rgb": "rinkit.routing"}
 
-__all__ = ["DatasetSpec", "IMAGE_EXTENSIONS", "MetricSpec", "Modality", "OFFICIAL_MAX_COORD", "RinkitError",
+__all__ = ["DatasetSpec", "IMAGE_EXTENSIONS", "MetricSpec", "Modality", "OFFICIAL_MAX_COORD", "PatchEmbed",
+           "PatchUnembed", "Positions", "RinkitError",
            "frechet_distance", "frechet_distance_features", "gaussian_stats", "get_dataset", "hookimpl",
            "labelled_files", "layer_norm", "package_presets", "sincos_grid", "to_uint8", *_LAZY]
 

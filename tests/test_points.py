@@ -111,7 +111,7 @@ def test_voxel_tokenizer_detokenizer_invert_each_other():
                     tok.patch.weight[(i * 2 + j) * 2 + k, 0, i, j, k] = 1.0
         detok.proj.weight.copy_(torch.eye(dim))
         detok.proj.bias.zero_()
-        tok.fixed.zero_()
+        tok.pos.fixed.zero_()  # the voxel positions are the patch layer's
     tok.norm = detok.norm = torch.nn.Identity()
     x = torch.randn(2, 1, 8, 8, 8)
     t = tok(x)

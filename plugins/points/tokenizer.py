@@ -17,16 +17,16 @@ is permutation-equivariant over points (tests/test_points.py checks it). Two tok
 Every step treats points identically, so permuting the input permutes the output the same way.
 
 Voxel grids (B, 1, D, H, W): 3-D patches (conv, kernel = stride = patch) with 3-D sin-cos
-positions (+ a learned residual), the video/image recipe in three spatial axes."""
+positions (+ a learned residual): the engine's patch layer (rinkit.plugin.PatchEmbed), the
+video/image recipe in three spatial axes."""
 from __future__ import annotations
 
 import math
 
 import torch
-from einops import rearrange
 from torch import nn
 
-from rinkit.plugin import layer_norm, sincos_grid
+from rinkit.plugin import PatchEmbed, PatchUnembed, layer_norm
 
 
 def sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -149,29 +149,15 @@ class PointDetokenizer(nn.Module):
         return self.proj(self.norm(tokens[:, :self.n]))
 
 
-class VoxelTokenizer(nn.Module):
+class VoxelTokenizer(PatchEmbed):
     def __init__(self, size: int, patch: int, dim: int, pos_emb: str = "sincos+learned"):
-        super().__init__()
-        self.grid = (size // patch,) * 3
-        self.patch = nn.Conv3d(1, dim, patch, stride=patch)
-        self.norm = layer_norm(dim)
-        self.register_buffer("fixed", sincos_grid(self.grid, dim), persistent=False)
-        n = self.grid[0] ** 3
-        self.learned = nn.Parameter(torch.zeros(n, dim)) if "learned" in pos_emb else None
-
-    def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
-        t = self.norm(self.patch(x).flatten(2).transpose(1, 2)) + self.fixed
-        return t + self.learned if self.learned is not None else t
+        super().__init__(1, dim, patch, (size // patch,) * 3, pos_emb)
+        # parameters in the order they had before the patch layer (positions first), so that the
+        # index-keyed optimizer state of a voxel run saved earlier still resumes
+        for name in [n for n in self._modules if n != "pos"]:
+            self._modules[name] = self._modules.pop(name)
 
 
-class VoxelDetokenizer(nn.Module):
+class VoxelDetokenizer(PatchUnembed):
     def __init__(self, size: int, patch: int, dim: int):
-        super().__init__()
-        self.n, self.p = size // patch, patch
-        self.norm = layer_norm(dim)
-        self.proj = nn.Linear(dim, patch ** 3)
-
-    def forward(self, tokens: torch.Tensor, context=None) -> torch.Tensor:
-        x = self.proj(self.norm(tokens[:, :self.n ** 3]))
-        return rearrange(x, "b (d h w) (p1 p2 p3) -> b 1 (d p1) (h p2) (w p3)", d=self.n, h=self.n, w=self.n,
-                         p1=self.p, p2=self.p, p3=self.p)
+        super().__init__(1, dim, patch, (size // patch,) * 3)

@@ -1,5 +1,6 @@
 """Video tokenizer and detokenizer (docs/method.md §7).
 
+Both are the engine's 3-D patch layer (rinkit.plugin.PatchEmbed / PatchUnembed).
 Tokenizer: a Conv3d stem with kernel = stride = (time_patch, p, p) (a linear space-time patch
 projection) -> flatten to T'·H'·W' tokens -> LayerNorm -> + positional embedding over the
 (context slots + predicted slots, H', W') grid. As in the official `VideoTapeDenoiser`, the
@@ -16,33 +17,29 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
-from torch import nn
 
-from rinkit.plugin import layer_norm
-from rinkit_plugins.image.tokenizer import PositionalEmbedding
+from rinkit.plugin import PatchEmbed, PatchUnembed
 
 
-class VideoTokenizer(nn.Module):
+class VideoTokenizer(PatchEmbed):
+    """The engine's 3-D patch layer over (time, H, W); its positions cover the given and the
+    predicted slots, of which each part reads its own."""
+
     def __init__(self, opts, dim: int):
-        super().__init__()
-        self.tp, self.p = opts.time_patch, opts.patch_size
-        h, w = opts.size
-        self.slots_ctx, self.slots_pred = opts.slots
-        self.per_slot = (h // self.p) * (w // self.p)
+        tp, p, (h, w) = opts.time_patch, opts.patch_size, opts.size
+        slots_ctx, slots_pred = opts.slots
+        in_ch = opts.channels * (2 if opts.context_concat else 1)  # + the last given frame's channels
+        super().__init__(in_ch, dim, (tp, p, p), (slots_ctx + slots_pred, h // p, w // p), opts.pos_emb)
+        self.tp, self.p, self.slots_ctx, self.slots_pred = tp, p, slots_ctx, slots_pred
+        self.per_slot = (h // p) * (w // p)
         self.concat = opts.context_concat
-        in_ch = opts.channels * (2 if self.concat else 1)  # + the last given frame's channels
-        self.stem = nn.Conv3d(in_ch, dim, (self.tp, self.p, self.p), stride=(self.tp, self.p, self.p))
-        self.norm = layer_norm(dim)
-        self.pos = PositionalEmbedding((self.slots_ctx + self.slots_pred, h // self.p, w // self.p), dim,
-                                       opts.pos_emb)
 
     @property
     def num_cond_tokens(self) -> int:
         """The given frames' tokens, appended last to the interface (the engine's write_context)."""
         return self.slots_ctx * self.per_slot
 
-    def embed(self, v: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_frames(self, v: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, ceil(T/tp)·H'·W', D), time-major. `last` (B, 1, C, H, W), the
         last given frame, is concatenated to every frame's channels when context_concat is on."""
         if last is not None:
@@ -51,7 +48,7 @@ class VideoTokenizer(nn.Module):
         v = v.transpose(1, 2)  # B, C, T, H, W
         if pad:
             v = F.pad(v, (0, 0, 0, 0, 0, pad))
-        return self.norm(self.stem(v).flatten(2).transpose(1, 2))
+        return self.embed(v)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         pos = self.pos()
@@ -60,24 +57,20 @@ class VideoTokenizer(nn.Module):
             raise ValueError(f"this video model conditions on {self.slots_ctx * self.tp} given "
                              "frames but no context was passed")
         last = context[:, -1:] if self.concat else None
-        tokens = self.embed(x, last) + pos[n_ctx:]
+        tokens = self.embed_frames(x, last) + pos[n_ctx:]
         if n_ctx:
-            tokens = torch.cat([tokens, self.embed(context, last) + pos[:n_ctx]], dim=1)
+            tokens = torch.cat([tokens, self.embed_frames(context, last) + pos[:n_ctx]], dim=1)
         return tokens
 
 
-class VideoDetokenizer(nn.Module):
+class VideoDetokenizer(PatchUnembed):
     def __init__(self, opts, dim: int):
-        super().__init__()
-        self.tp, self.p, self.c = opts.time_patch, opts.patch_size, opts.channels
-        self.frames = opts.predicted_frames
-        self.grid = (math.ceil(self.frames / self.tp), opts.size[0] // self.p, opts.size[1] // self.p)
-        self.norm = layer_norm(dim)
-        self.proj = nn.Linear(dim, self.tp * self.p * self.p * self.c)
+        p, frames = opts.patch_size, opts.predicted_frames
+        grid = (math.ceil(frames / opts.time_patch), opts.size[0] // p, opts.size[1] // p)
+        super().__init__(opts.channels, dim, (opts.time_patch, p, p), grid)
+        self.frames = frames
 
     def forward(self, tokens: torch.Tensor, context=None) -> torch.Tensor:
-        t, h, w = self.grid
-        x = self.proj(self.norm(tokens[:, :t * h * w]))  # the given frames' tokens are not read out
-        x = rearrange(x, "b (t h w) (pt p1 p2 c) -> b (t pt) c (h p1) (w p2)", t=t, h=h, w=w,
-                      pt=self.tp, p1=self.p, p2=self.p, c=self.c)
+        # the given frames' tokens (after the predicted ones) are not read out
+        x = super().forward(tokens).transpose(1, 2)  # B, C, T, H, W -> B, T, C, H, W
         return x[:, :self.frames]
