@@ -54,6 +54,16 @@ def _model(cfg, device, seed=0):
     return build_model(cfg).to(device)
 
 
+def _precise_setup(unavailable, device, tiny: bool, train: bool):
+    """Skip when the backend is missing; else a config and a seeded model in fp32 without TF32, so
+    the comparisons measure the backend, not TF32's rounding."""
+    if why := unavailable(device):
+        raise Skip(why)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    cfg = _config(tiny)
+    return cfg, _model(cfg, device).train(train)
+
+
 def _batch(cfg, device, n, seed=1):
     from rinkit.build import sample_shape
     g = torch.Generator().manual_seed(seed)
@@ -121,11 +131,7 @@ def check_xformers(device, tiny):
 
 def check_bf16_train(device, tiny):
     from rinkit.build import bf16_unavailable
-    if why := bf16_unavailable(device):
-        raise Skip(why)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    cfg = _config(tiny)
-    model = _model(cfg, device).train()
+    cfg, model = _precise_setup(bf16_unavailable, device, tiny, train=True)
     torch.nn.init.ones_(model.core.self_cond.norm_out.weight)  # the self-cond path carries signal too
     x, y = _batch(cfg, device, 16)
     l32, g32 = _loss_and_grads(model, cfg, x, y, device, bf16=False)
@@ -139,11 +145,7 @@ def check_bf16_train(device, tiny):
 def check_bf16_sample(device, tiny):
     from rinkit.build import bf16_unavailable, build_diffusion, sample_shape
     from rinkit.diffusion import sample
-    if why := bf16_unavailable(device):
-        raise Skip(why)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    cfg = _config(tiny)
-    model = _model(cfg, device).eval()
+    cfg, model = _precise_setup(bf16_unavailable, device, tiny, train=False)
     n, shape = 16, sample_shape(cfg)
     labels = torch.arange(n, device=device) % cfg.model.num_classes
     runs = {}
@@ -211,11 +213,7 @@ def check_ddp(device, tiny):
 
 def check_compile(device, tiny):
     from rinkit.build import compile_unavailable
-    if why := compile_unavailable(device):
-        raise Skip(why)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    cfg = _config(tiny)
-    model = _model(cfg, device).train()
+    cfg, model = _precise_setup(compile_unavailable, device, tiny, train=True)
     x, y = _batch(cfg, device, 8)
     l_eager, g_eager = _loss_and_grads(model, cfg, x, y, device, bf16=False)
     compiled = torch.compile(model)
