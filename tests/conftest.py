@@ -22,3 +22,13 @@ def tiny_cfg():
     def make(*overrides):
         return load_config("digits", None, [*TINY, *overrides])
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _python_sigint_handler():
+    """A shell that starts pytest in the background (`cmd &`) leaves SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler; the Ctrl-C tests raise real SIGINTs and need it."""
+    import signal
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
