@@ -27,16 +27,15 @@ Guidance follows the official form pred = (1 + w) * cond - w * uncond, so w = 0 
 """
 from __future__ import annotations
 
-import torch
-
 from collections.abc import Callable
+
+import torch
 
 from rinkit.diffusion.process import Diffusion, randn
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Noise = Callable[[tuple[int, ...]], torch.Tensor]
 SIGMA_MAX = 80.0  # EDM's largest noise level: Heun corrects only below it
-
 
 
 @torch.no_grad()
@@ -66,30 +65,33 @@ def denoise(model, diffusion: Diffusion, x_t, gamma, labels=None, prev_latents=N
     return x0, eps, latents
 
 
-def sample_ddpm(den: Denoise, x, gammas, noise: Noise, *, eta: float = 0.0, variance: str = "large"):
-    """Ancestral sampling, step t -> s from the posterior q(x_s | x_t, x_0) with x_0 estimated."""
+def _integrate(den: Denoise, x, gammas, step) -> torch.Tensor:
+    """The loop every sampler shares: evaluate at t_0 .. t_{T-1}, return the last x_0 estimate,
+    and between evaluations move x from gamma_t to gamma_s with `step(x, x0, eps, gt, gs)`."""
     for k in range(len(gammas) - 1):
         x0, eps = den(x, gammas[k])
         if k == len(gammas) - 2:
             return x0
-        gt, gs = gammas[k], gammas[k + 1]
+        x = step(x, x0, eps, gammas[k], gammas[k + 1])
+
+
+def sample_ddpm(den: Denoise, x, gammas, noise: Noise, *, eta: float = 0.0, variance: str = "large"):
+    """Ancestral sampling, step t -> s from the posterior q(x_s | x_t, x_0) with x_0 estimated."""
+    def step(x, x0, eps, gt, gs):
         alpha = gt / gs
         mean = (x - (1 - alpha) / (1 - gt).sqrt() * eps) / alpha.sqrt()
         var = 1 - alpha if variance == "large" else (1 - gs) / (1 - gt) * (1 - alpha)
-        x = mean + var.clamp_min(0).sqrt() * noise(x.shape)
+        return mean + var.clamp_min(0).sqrt() * noise(x.shape)
+    return _integrate(den, x, gammas, step)
 
 
 def sample_ddim(den: Denoise, x, gammas, noise: Noise, *, eta: float = 0.0, variance: str = "large"):
     """DDIM; eta = 0 is deterministic (the probability-flow ODE's first-order solver), 1 is DDPM-like."""
-    for k in range(len(gammas) - 1):
-        x0, eps = den(x, gammas[k])
-        if k == len(gammas) - 2:
-            return x0
-        gt, gs = gammas[k], gammas[k + 1]
+    def step(x, x0, eps, gt, gs):
         sigma = eta * ((1 - gs) / (1 - gt) * (1 - gt / gs)).clamp_min(0).sqrt()
         x = gs.sqrt() * x0 + (1 - gs - sigma ** 2).clamp_min(0).sqrt() * eps
-        if eta > 0:
-            x = x + sigma * noise(x.shape)
+        return x + sigma * noise(x.shape) if eta > 0 else x
+    return _integrate(den, x, gammas, step)
 
 
 def sample_dpmpp_2m(den: Denoise, x, gammas, noise: Noise, *, eta: float = 0.0, variance: str = "large"):
@@ -97,19 +99,17 @@ def sample_dpmpp_2m(den: Denoise, x, gammas, noise: Noise, *, eta: float = 0.0, 
     lambda = log(alpha / sigma), with x_0 linearly extrapolated from the last two estimates
     (Lu et al. 2022, Alg. 2). Its first step is DDIM's; one evaluation a step."""
     lam = lambda g: 0.5 * (g.log() - (1 - g).log())  # noqa: E731 - log-SNR / 2
-    prev_x0 = h_prev = None
-    for k in range(len(gammas) - 1):
-        x0, _ = den(x, gammas[k])
-        if k == len(gammas) - 2:
-            return x0
-        gt, gs = gammas[k], gammas[k + 1]
+    last = {}  # the previous step's x_0 estimate and log-SNR gap
+
+    def step(x, x0, eps, gt, gs):
         h = lam(gs) - lam(gt)
         d = x0
-        if prev_x0 is not None:
-            r = h_prev / h
-            d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * prev_x0
-        x = ((1 - gs) / (1 - gt)).sqrt() * x - gs.sqrt() * torch.expm1(-h) * d
-        prev_x0, h_prev = x0, h
+        if last:
+            r = last["h"] / h
+            d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * last["x0"]
+        last.update(x0=x0, h=h)
+        return ((1 - gs) / (1 - gt)).sqrt() * x - gs.sqrt() * torch.expm1(-h) * d
+    return _integrate(den, x, gammas, step)
 
 
 def sample_heun(den: Denoise, x, gammas, noise: Noise, *, eta: float = 0.0, variance: str = "large"):
@@ -119,17 +119,15 @@ def sample_heun(den: Denoise, x, gammas, noise: Noise, *, eta: float = 0.0, vari
     sigma = 0), and steps that start above SIGMA_MAX stay Euler: out of pure noise the corrector
     would multiply the difference of two eps estimates by sigma (~3e4 at gamma's floor)."""
     sig = lambda g: ((1 - g) / g).sqrt()  # noqa: E731
-    for k in range(len(gammas) - 1):
-        x0, eps = den(x, gammas[k])
-        if k == len(gammas) - 2:
-            return x0
-        gt, gs = gammas[k], gammas[k + 1]
+
+    def step(x, x0, eps, gt, gs):
         st, ss = sig(gt), sig(gs)
         x_hat = x0 + ss * eps  # Euler: x/sqrt(gamma) + (sigma_s - sigma_t) eps
         if st <= SIGMA_MAX:
             _, eps_s = den(gs.sqrt() * x_hat, gs)
             x_hat = x_hat + (ss - st) * (eps_s - eps) / 2
-        x = gs.sqrt() * x_hat
+        return gs.sqrt() * x_hat
+    return _integrate(den, x, gammas, step)
 
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
