@@ -281,10 +281,8 @@ def fit(config_or_preset=None, overrides=None, run_dir: str | Path | None = None
     from rinkit.build import Resolved, resolve
     from rinkit.config import Config, validate
     from rinkit.train.trainer import train as run
-    if isinstance(config_or_preset, Resolved) and not overrides:
-        cfg = config_or_preset  # resolved already (the CLI's path)
-    elif isinstance(config_or_preset, Config) and not overrides:
-        cfg = resolve(config_or_preset)
+    if isinstance(config_or_preset, (Config, Resolved)) and not overrides:
+        cfg = resolve(config_or_preset)  # a Resolved (the CLI's path) is returned as is
     elif isinstance(config_or_preset, (Config, Resolved, Mapping)):
         from rinkit.config import apply_override
         data = config_or_preset.to_dict() if isinstance(config_or_preset, (Config, Resolved)) else json.loads(
