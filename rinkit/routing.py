@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TOKEN_INDEX_NOTE = ("modality {m!r} supplies no token_view (rinkit.registry.Modality): drawn as a "
+TOKEN_INDEX_NOTE = ("modality {m!r} supplies no token_view (rinkit.plugin.Modality): drawn as a "
                     "token-index plot (tokens in interface order, row-major), not over the data")
 
 
