@@ -114,7 +114,7 @@ def write_samples(model, cfg: ConfigLike, path: Path, device, seed: int = 0, per
     context = conditioning_examples(cfg, n, labels.cpu() if labels is not None else None)
     x = generate(model, cfg, n, labels, seed, device, context=context)
     return cfg.impl.write_samples(x, labels.cpu() if labels is not None else None, path,
-                                      cfg.options, context=context)
+                                  cfg.options, context=context)
 
 
 def load_for_sampling(path: str | Path, device: str = "auto", ema: bool = True):
