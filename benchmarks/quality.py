@@ -6,6 +6,8 @@ modality's quality metric.
     python -m benchmarks.quality --preset fashion-mnist --calibrate --out benchmarks/results/fashion_rates
     python -m benchmarks.quality --preset fashion-mnist --budget 1800 --rates 2.0 1.1 \\
         --out benchmarks/results/quality_fashion_30min
+    python -m benchmarks.quality --modality video --budget 1800 --out benchmarks/results/quality_video
+    python -m benchmarks.quality --modality audio --budget 1800 --out benchmarks/results/quality_audio
 
 writes <out>.json (every evaluation point, the settings, the budget basis, the machine and its
 load, the exact command), <out>.md (a table), <out>.png (the metric vs training seconds and vs
@@ -17,18 +19,37 @@ drawn side by side. Implemented:
 * image: the baseline is benchmarks/models.py's ADM layout sized to the preset; the metric is
   digits-FID on the built-in digits and the real TF-Inception FID (rinkit_plugins.image.fid_metric)
   on datasets with a test split (Fashion-MNIST).
+* video (`--modality video`: the video-digits preset, 4 given -> 4 predicted frames): the
+  baseline is the VDM-style factorised space-time U-Net of benchmarks/models_video.py (per-frame
+  convolutions, spatial + temporal attention; given frames clean in the clip plus a mask channel),
+  under the same denoiser contract; the metric is the moving-digits proxy (plugins/video/
+  metrics.py): the predicted frames' digits-FID against held-out clips, with the fraction of
+  frames that keep the given digit's class and of clips on a bouncing path; reference rows from
+  benchmarks/video_references.py (the true future of training clips, the last given frame
+  frozen, another clip's future, noise); film strips side by side (given frames framed green).
+  Both models train on the clips' first frames as given data (the plugin's `condition`, as the
+  trainer does) and sample from the same held-out clips' given frames. The preset's
+  `eval_samples` (128) at the end by default.
+* audio (`--modality audio`: the audio-synth preset, 64 x 64 log-mel spectrograms): the
+  baseline is the ADM-style 2-D U-Net on the spectrogram of benchmarks/baselines/audio.py; the
+  metric is the synth classifier's Fréchet distance to the held-out split with its class
+  accuracy and the mel-band level gap (plugins/audio/metric.py); reference rows are as many
+  training spectrograms and uniform noise; spectrogram grids (one row per class) side by side.
+  The preset's `eval_samples` (200) at the end by default.
 * points (`--modality points`: the points-shapes preset): the baseline is the PVD-style PVCNN of
   benchmarks/baselines/points.py; the metric is 1-NNA under Chamfer distance against as many
   held-out clouds (plugins/points/metrics.py), with COV-CD and MMD-CD beside it (EMD measures in
   the JSON); 128 samples at the end by default (the exact EMD assignments grow with its square).
+A modality without a Task (e.g. voxels) is a one-line error naming the implemented ones.
 
 Protocol
 * The models: RIN built from the preset exactly as `rinkit train` builds it, and the baseline,
-  class-conditional through one extra embedding row as the null class, wrapped under rinkit's
-  denoiser contract.
+  class-conditional through one extra embedding row as the null class (where the preset has
+  classes), wrapped under rinkit's denoiser contract.
 * The same objective and recipe for both, from the preset: `Diffusion.loss` with its schedules,
   prediction target and label dropout (the U-Net with self-conditioning rate 0: it has no
-  latents; RIN keeps the preset's rate), the train split through the image plugin and rinkit's
+  latents; RIN keeps the preset's rate), the train split through the modality's dataset (split
+  into target and given data by the plugin's `condition`, as the trainer does) and rinkit's
   deterministic `StepBatchSampler`, the preset's batch size, optimizer (`build_optimizer`), peak
   LR, warm-up steps and decay (`set_lr`), and the trainer's clip + step + EMA update
   (`apply_update`). Per-step seeds are the trainer's (`shard_seed(seed, step, 0)`), so at a given
@@ -39,12 +60,14 @@ Protocol
   `--rates R_RIN R_BASE`, rates measured earlier (`--calibrate`, best on a quiet machine:
   `--wait-quiet` waits for one); by default a calibration in this run; or `--steps N M` fixes the
   step counts. Calibration times all models in one process, alternating in short bursts after
-  warm-up steps, so a busy machine slows both alike; it records the load average. Training
+  warm-up steps, so a busy machine slows both alike; it records the load average and each
+  model's training peak memory (parameters, gradients, optimizer state + the first step's extra
+  resident memory; run_model records the same for the run). Training
   seconds in the results are measured (data, forward, backward, clipping, optimizer and EMA
   update; evaluation excluded), not the budget: on a shared machine they exceed it.
 * At `--points` evenly spaced steps (the last is the end of training), the EMA model draws
-  class-balanced samples with the preset's sampler (or `--sample-steps`), the same labels and
-  per-image noise seeds for both models, scored by the metric: `--eval-samples` at the end, which
+  class-balanced samples with the preset's sampler (or `--sample-steps`), the same labels, given
+  data (held-out examples', for conditional modalities) and per-image noise seeds for both models, scored by the metric: `--eval-samples` at the end, which
   must meet the metric's protocol (real FID: >= 2,000), and `--proxy-samples` at the earlier
   points, labelled as proxies (a Fréchet distance of fewer samples is biased upward).
 * Training FLOPs = examples seen x per-example training FLOPs, where the latter is the forward
@@ -376,10 +399,16 @@ def calibrate(entry: Entry, cfg, device, seed: int, steps: int, warmup: int = 3)
 def calibrate_all(pairs, device, seed: int, steps: int, rounds: int = 4, warmup: int = 3) -> dict:
     """Steps/s of every model, measured alternating in this process (A B, B A, ...: `rounds`
     bursts of steps/rounds steps each after `warmup` untimed steps), so that a busy machine slows
-    all of them alike. Throwaway copies; the load average is recorded per burst."""
+    all of them alike. Throwaway copies; the load average is recorded per burst. Each model's
+    training peak memory is measured as run_model measures it: parameters, gradients and
+    optimizer state, plus the extra resident (CPU) or allocated (GPU) memory of its first step."""
     runs = [Training(e, c, device, seed, total_steps=warmup + steps + rounds) for e, c in pairs]
+    peaks = []
     for r in runs:
-        for _ in range(warmup):
+        with PeakMemory(device) as pm:
+            r.train_step()
+        peaks.append((state_bytes(r.model, r.opt) + pm.bytes) / 2 ** 20)
+        for _ in range(warmup - 1):
             r.train_step()
     per = max(1, steps // rounds)
     secs, cpu, done, loads = [0.0] * len(runs), [0.0] * len(runs), [0] * len(runs), []
@@ -395,6 +424,7 @@ def calibrate_all(pairs, device, seed: int, steps: int, rounds: int = 4, warmup:
     # CPU seconds per step: on a shared machine a single-threaded step's CPU time is close to its
     # wall time on a quiet core (wall time there is inflated by waiting for the core)
     return {"rates": rates, "cpu_rates": [d / c for d, c in zip(done, cpu)], "steps": done, "seconds": secs,
+            "train_peak_mb": peaks, "params": [r.params for r in runs],
             "cpu_seconds": cpu, "threads": torch.get_num_threads(), "loadavg": loads + [loadavg()],
             "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
@@ -814,10 +844,13 @@ def cli(prog: str, description: str, argv: list[str] | None, add_arguments, call
 
 
 def calibration_table(res: dict) -> str:
-    lines = ["| model | steps/s (wall) | steps/CPU-s | steps timed | seconds | CPU seconds |", "|---|---|---|---|---|---|"]
-    for name, r, rc, n, s, c in zip(res["models"], res["rates"], res["cpu_rates"], res["steps"], res["seconds"],
-                                    res["cpu_seconds"]):
-        lines.append(f"| {name} | {r:.3f} | {rc:.3f} | {n} | {s:.1f} | {c:.1f} |")
+    lines = ["| model | params | steps/s (wall) | steps/CPU-s | steps timed | seconds | CPU seconds | training peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    nan = [float("nan")] * len(res["models"])
+    for name, n_p, r, rc, n, s, c, mb in zip(res["models"], res.get("params", nan), res["rates"], res["cpu_rates"],
+                                             res["steps"], res["seconds"], res["cpu_seconds"],
+                                             res.get("train_peak_mb", nan)):
+        lines.append(f"| {name} | {n_p / 1e6:.2f}M | {r:.3f} | {rc:.3f} | {n} | {s:.1f} | {c:.1f} | {mb:.0f} |")
     return "\n".join(lines + ["", f"{res['threads']} torch threads; load average per burst: {res['loadavg']}"])
 
 
@@ -826,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
         common_arguments(ap, out="benchmarks/results/quality_digits", eval_samples=None)
         ap.add_argument("--modality", default=None, help="the preset's modality unless given; without --preset, "
                         "the modality's default preset (implemented: " + ", ".join(TASKS) + ")")
-        ap.set_defaults(preset=None)
+        ap.set_defaults(preset=None, out=None)
         ap.add_argument("--points", type=int, default=6, help="evenly spaced evaluations per model (6)")
         ap.add_argument("--proxy-samples", type=int, default=None,
                         help="samples at the points before the last (default: --eval-samples); labelled proxies")
@@ -839,7 +872,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--rates-note", default="", help="where the --rates come from (recorded)")
         ap.add_argument("--models", nargs="+", default=None, help="train only these: rin, unet (default both)")
         ap.add_argument("--unet-width", type=float, default=1.0, help="scale the baseline U-Net's channels (1)")
-        ap.add_argument("--grid-per-class", type=int, default=8, help="samples per class in OUT_samples.png (8)")
+        ap.add_argument("--grid-per-class", type=int, default=8, help="samples per class in OUT_samples.png (8); "
+                        "for a model without classes (video) the number of clips")
         ap.add_argument("--save", default=None, metavar="DIR", help="save each model's final EMA weights here")
         ap.add_argument("--calibrate", action="store_true", help="only measure steps/s (alternating) to OUT.json")
         ap.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
@@ -853,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.preset is None:
             from rinkit.registry import get_modality
             a.preset = get_modality(a.modality).default_preset if a.modality else "digits"
+        a.out = a.out or f"benchmarks/results/quality_{Path(a.preset).stem}"  # e.g. quality_video-digits
         if a.combine:
             return combine(a.combine, a.out, command)
         if a.calibrate:
@@ -867,7 +902,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(res):
         return calibration_table(res) if "rates" in res else table(res)
-    return cli("benchmarks.quality", "RIN vs a baseline (images: an ADM-style U-Net) at equal wall-clock: "
+    return cli("benchmarks.quality", "RIN vs a conventional baseline of the modality (images and spectrograms: "
+               "ADM-style U-Nets; video: a VDM space-time U-Net; points: a PVCNN) at equal wall-clock: "
                "quality vs training compute", argv, add, call, show)
 
 
