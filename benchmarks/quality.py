@@ -6,8 +6,8 @@ modality's quality metric.
     python -m benchmarks.quality --preset fashion-mnist --calibrate --out benchmarks/results/fashion_rates
     python -m benchmarks.quality --preset fashion-mnist --budget 1800 --rates 2.0 1.1 \\
         --out benchmarks/results/quality_fashion_30min
-    python -m benchmarks.quality --modality video --budget 1800 --out benchmarks/results/quality_video
-    python -m benchmarks.quality --modality audio --budget 1800 --out benchmarks/results/quality_audio
+    python -m benchmarks.quality --modality video --budget 900 --out benchmarks/results/quality_video_900s
+    python -m benchmarks.quality --modality audio --budget 900 --out benchmarks/results/quality_audio_900s
 
 writes <out>.json (every evaluation point, the settings, the budget basis, the machine and its
 load, the exact command), <out>.md (a table), <out>.png (the metric vs training seconds and vs
@@ -67,7 +67,8 @@ Protocol
   update; evaluation excluded), not the budget: on a shared machine they exceed it.
 * At `--points` evenly spaced steps (the last is the end of training), the EMA model draws
   class-balanced samples with the preset's sampler (or `--sample-steps`), the same labels, given
-  data (held-out examples', for conditional modalities) and per-image noise seeds for both models, scored by the metric: `--eval-samples` at the end, which
+  data (held-out examples', for conditional modalities) and per-image noise seeds for both
+  models, scored by the metric: `--eval-samples` at the end, which
   must meet the metric's protocol (real FID: >= 2,000), and `--proxy-samples` at the earlier
   points, labelled as proxies (a Fréchet distance of fewer samples is biased upward).
 * Training FLOPs = examples seen x per-example training FLOPs, where the latter is the forward
@@ -264,7 +265,6 @@ def _audio_metric(cfg) -> Metric:
         raise RinkitError(f"the audio metric compares with the built-in synth clips; dataset {cfg.data.dataset!r} "
                           "has no registered quality metric")
     from rinkit.build import resolve
-
 
     def reference_rows(n: int) -> dict:
         from rinkit_plugins.audio.data import synth
