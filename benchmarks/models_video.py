@@ -143,7 +143,7 @@ class VideoUNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def _apply(self, layer, h, emb):
+    def _layer(self, layer, h, emb):
         if isinstance(layer, SpaceTimeBlock):
             return layer(h, emb)
         return unfold(layer(fold(h)), h.shape[2])  # spatial down/upsampling, frame by frame
@@ -160,12 +160,12 @@ class VideoUNet(nn.Module):
         h = unfold(self.conv_in(fold(h)), t)
         hs = [h]
         for layer in self.down:
-            h = self._apply(layer, h, emb)
+            h = self._layer(layer, h, emb)
             hs.append(h)
         for layer in self.mid:
             h = layer(h, emb)
         for layer in self.up:
-            h = layer(torch.cat([h, hs.pop()], 1), emb) if isinstance(layer, SpaceTimeBlock) else self._apply(layer, h, emb)
+            h = layer(torch.cat([h, hs.pop()], 1), emb) if isinstance(layer, SpaceTimeBlock) else self._layer(layer, h, emb)
         out = self.conv_out(F.silu(self.norm_out(fold(h))))
         return unfold(out, t).transpose(1, 2)[:, self.k:], None
 
@@ -182,20 +182,21 @@ def video_unet(opts, width: float = 1.0, depth: int | None = None, **overrides) 
                      cfg["attn"], cfg["head_channels"], cfg["dropout"])
 
 
-def video_unet_entry(preset: str = "video-digits", overrides: list[str] | None = None, width: float = 1.0,
+def video_unet_entry(preset="video-digits", overrides: list[str] | None = None, width: float = 1.0,
                      depth: int | None = None):
-    """A benchmarks.models.Entry for the preset's video task: the U-Net trained with the preset's
-    objective and schedules, minus self-conditioning."""
+    """A benchmarks.models.Entry for a video preset's task (a preset name and overrides, or a
+    config): the U-Net trained with the preset's objective, schedules and context dropout, minus
+    self-conditioning."""
     from benchmarks.models import Entry
     from rinkit.build import build_diffusion, resolve
     from rinkit.config import load_config
     from rinkit.diffusion import Diffusion
-    cfg = resolve(load_config(preset, None, list(overrides or [])))
+    cfg = resolve(load_config(preset, None, list(overrides or [])) if isinstance(preset, str) else preset)
     if cfg.modality != "video":
-        raise RinkitError(f"preset {preset!r} is not a video preset (modality {cfg.modality!r})")
+        raise RinkitError(f"preset {cfg.name!r} is not a video preset (modality {cfg.modality!r})")
     opts, d = cfg.options, build_diffusion(cfg)
     diffusion = Diffusion(train_schedule=d.train_schedule, sample_schedule=d.sample_schedule, pred=d.pred,
-                          input_scale=d.b, self_cond_rate=0.0)
+                          input_scale=d.b, self_cond_rate=0.0, context_dropout=d.context_dropout)
     name = "U-Net VDM" + (f" (width {width:g})" if width != 1.0 or depth else "")
     return Entry(name, "unet", lambda: video_unet(opts, width, depth), diffusion, cfg.sample_shape, 0,
                  note="VDM space-time layout scaled to the preset")

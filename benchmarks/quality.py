@@ -6,6 +6,8 @@ modality's quality metric.
     python -m benchmarks.quality --preset fashion-mnist --calibrate --out benchmarks/results/fashion_rates
     python -m benchmarks.quality --preset fashion-mnist --budget 1800 --rates 2.0 1.1 \\
         --out benchmarks/results/quality_fashion_30min
+    python -m benchmarks.quality --modality video --budget 900 --out benchmarks/results/quality_video_900s
+    python -m benchmarks.quality --modality audio --budget 900 --out benchmarks/results/quality_audio_900s
 
 writes <out>.json (every evaluation point, the settings, the budget basis, the machine and its
 load, the exact command), <out>.md (a table), <out>.png (the metric vs training seconds and vs
@@ -17,18 +19,37 @@ drawn side by side. Implemented:
 * image: the baseline is benchmarks/models.py's ADM layout sized to the preset; the metric is
   digits-FID on the built-in digits and the real TF-Inception FID (rinkit_plugins.image.fid_metric)
   on datasets with a test split (Fashion-MNIST).
+* video (`--modality video`: the video-digits preset, 4 given -> 4 predicted frames): the
+  baseline is the VDM-style factorised space-time U-Net of benchmarks/models_video.py (per-frame
+  convolutions, spatial + temporal attention; given frames clean in the clip plus a mask channel),
+  under the same denoiser contract; the metric is the moving-digits proxy (plugins/video/
+  metrics.py): the predicted frames' digits-FID against held-out clips, with the fraction of
+  frames that keep the given digit's class and of clips on a bouncing path; reference rows from
+  benchmarks/video_references.py (the true future of training clips, the last given frame
+  frozen, another clip's future, noise); film strips side by side (given frames framed green).
+  Both models train on the clips' first frames as given data (the plugin's `condition`, as the
+  trainer does) and sample from the same held-out clips' given frames. The preset's
+  `eval_samples` (128) at the end by default.
+* audio (`--modality audio`: the audio-synth preset, 64 x 64 log-mel spectrograms): the
+  baseline is the ADM-style 2-D U-Net on the spectrogram of benchmarks/baselines/audio.py; the
+  metric is the synth classifier's Fréchet distance to the held-out split with its class
+  accuracy and the mel-band level gap (plugins/audio/metric.py); reference rows are as many
+  training spectrograms and uniform noise; spectrogram grids (one row per class) side by side.
+  The preset's `eval_samples` (200) at the end by default.
 * points (`--modality points`: the points-shapes preset): the baseline is the PVD-style PVCNN of
   benchmarks/baselines/points.py; the metric is 1-NNA under Chamfer distance against as many
   held-out clouds (plugins/points/metrics.py), with COV-CD and MMD-CD beside it (EMD measures in
   the JSON); 128 samples at the end by default (the exact EMD assignments grow with its square).
+A modality without a Task (e.g. voxels) is a one-line error naming the implemented ones.
 
 Protocol
 * The models: RIN built from the preset exactly as `rinkit train` builds it, and the baseline,
-  class-conditional through one extra embedding row as the null class, wrapped under rinkit's
-  denoiser contract.
+  class-conditional through one extra embedding row as the null class (where the preset has
+  classes), wrapped under rinkit's denoiser contract.
 * The same objective and recipe for both, from the preset: `Diffusion.loss` with its schedules,
   prediction target and label dropout (the U-Net with self-conditioning rate 0: it has no
-  latents; RIN keeps the preset's rate), the train split through the image plugin and rinkit's
+  latents; RIN keeps the preset's rate), the train split through the modality's dataset (split
+  into target and given data by the plugin's `condition`, as the trainer does) and rinkit's
   deterministic `StepBatchSampler`, the preset's batch size, optimizer (`build_optimizer`), peak
   LR, warm-up steps and decay (`set_lr`), and the trainer's clip + step + EMA update
   (`apply_update`). Per-step seeds are the trainer's (`shard_seed(seed, step, 0)`), so at a given
@@ -39,12 +60,15 @@ Protocol
   `--rates R_RIN R_BASE`, rates measured earlier (`--calibrate`, best on a quiet machine:
   `--wait-quiet` waits for one); by default a calibration in this run; or `--steps N M` fixes the
   step counts. Calibration times all models in one process, alternating in short bursts after
-  warm-up steps, so a busy machine slows both alike; it records the load average. Training
+  warm-up steps, so a busy machine slows both alike; it records the load average and each
+  model's training peak memory (parameters, gradients, optimizer state + the first step's extra
+  resident memory; run_model records the same for the run). Training
   seconds in the results are measured (data, forward, backward, clipping, optimizer and EMA
   update; evaluation excluded), not the budget: on a shared machine they exceed it.
 * At `--points` evenly spaced steps (the last is the end of training), the EMA model draws
-  class-balanced samples with the preset's sampler (or `--sample-steps`), the same labels and
-  per-image noise seeds for both models, scored by the metric: `--eval-samples` at the end, which
+  class-balanced samples with the preset's sampler (or `--sample-steps`), the same labels, given
+  data (held-out examples', for conditional modalities) and per-image noise seeds for both
+  models, scored by the metric: `--eval-samples` at the end, which
   must meet the metric's protocol (real FID: >= 2,000), and `--proxy-samples` at the earlier
   points, labelled as proxies (a Fréchet distance of fewer samples is biased upward).
 * Training FLOPs = examples seen x per-example training FLOPs, where the latter is the forward
@@ -94,7 +118,7 @@ class Task:
     modality: str
     baseline: Callable  # (cfg, rin Entry, width) -> Entry
     metric: Callable    # cfg -> Metric
-    grid: Callable      # ([(name, samples, labels)], path, cfg) -> Path
+    grid: Callable      # ([(name, samples, labels, given data or None)], path, cfg) -> Path
 
 
 def _image_baseline(cfg, rin: Entry, width: float = 1.0) -> Entry:
@@ -121,23 +145,29 @@ def _image_metric(cfg) -> Metric:
                        "Score (the pool3-only weights have no classifier)")
 
 
-def _image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], path: Path, cfg) -> Path:
-    """The models' grids (one row per class, same labels and seeds) side by side, captioned."""
+def side_by_side(named: list[tuple[str, object]], path: Path) -> Path:
+    """Images (PIL) side by side, each captioned with its model's name."""
     from PIL import Image, ImageDraw
-
-    from rinkit_plugins.image.writer import grid_image
-    per_class = int(torch.bincount(rows[0][2]).max())
-    grids = [grid_image(x[torch.argsort(y, stable=True)], per_class, min_cell=56).convert("RGB") for _, x, y in rows]
+    ims = [im.convert("RGB") for _, im in named]
     gap, top = 16, 22
-    canvas = Image.new("RGB", (sum(g.width for g in grids) + gap * (len(grids) - 1),
-                               max(g.height for g in grids) + top), "white")
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = [max(g.width, int(draw.textlength(name)) + 4) for (name, _), g in zip(named, ims)]  # captions fit
+    canvas = Image.new("RGB", (sum(widths) + gap * (len(ims) - 1), max(g.height for g in ims) + top), "white")
     draw, x = ImageDraw.Draw(canvas), 0
-    for (name, _, _), g in zip(rows, grids):
+    for (name, _), g, w in zip(named, ims, widths):
         canvas.paste(g, (x, top))
         draw.text((x + 2, 4), name, fill="black")
-        x += g.width + gap
+        x += w + gap
     canvas.save(path)
     return path
+
+
+def _image_grid(rows: list[tuple], path: Path, cfg) -> Path:
+    """The models' grids (one row per class, same labels and seeds) side by side, captioned."""
+    from rinkit_plugins.image.writer import grid_image
+    per_class = int(torch.bincount(rows[0][2]).max())
+    return side_by_side([(name, grid_image(x[torch.argsort(y, stable=True)], per_class, min_cell=56))
+                         for name, x, y, _ in rows], path)
 
 
 def _points_baseline(cfg, rin: Entry, width: float = 1.0) -> Entry:
@@ -160,7 +190,7 @@ def _points_metric(cfg) -> Metric:
                        "measures in the JSON", default_samples=128)
 
 
-def _points_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], path: Path, cfg) -> Path:
+def _points_grid(rows: list[tuple], path: Path, cfg) -> Path:
     """Each model's renders (one titled row per class, same labels and seeds) side by side."""
     import tempfile
 
@@ -171,7 +201,7 @@ def _points_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], path: Path,
     names = shapes.CLASSES if cfg.data.dataset == "shapes" else None
     with tempfile.TemporaryDirectory() as tmp:
         ims = []
-        for i, (name, x, y) in enumerate(rows):
+        for i, (name, x, y, _) in enumerate(rows):
             x, y = by_class(x.detach().float().cpu(), y)
             ims.append(Image.open(render([c.numpy() for c in x], Path(tmp) / f"{i}.png", y, names, name)).convert("RGB"))
         canvas = Image.new("RGB", (sum(im.width for im in ims) + 16 * (len(ims) - 1), max(im.height for im in ims)),
@@ -184,7 +214,92 @@ def _points_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], path: Path,
     return path
 
 
+def _video_baseline(cfg, rin: Entry, width: float = 1.0) -> Entry:
+    from benchmarks.models_video import video_unet_entry
+    return video_unet_entry(cfg, width=width)
+
+
+def _video_metric(cfg) -> Metric:
+    if cfg.data.dataset != "moving_digits":
+        raise RinkitError(f"the quality benchmark scores video with the moving-digits proxy; dataset "
+                          f"{cfg.data.dataset!r} has only FVD, which needs local I3D weights (not wired here)")
+
+    def reference_rows(n: int) -> dict:
+        from benchmarks.video_references import references_for
+        rows = references_for(cfg, n)
+        true, frozen = rows["the true future"], rows["last given frame frozen"]
+        return {"train_vs_test": true["video_digits_fid"], "true_future_motion_ok": true["video_motion_ok"],
+                "frozen_last_frame": frozen["video_digits_fid"],
+                "other_clip_future": rows["another clip's future"]["video_digits_fid"],
+                "noise": rows["Gaussian noise"]["video_digits_fid"], "samples": n}
+    return Metric("video_digits_fid", "moving-digits FID", None, reference_rows,
+                  extra=("video_class_keep", "video_motion_ok"),
+                  note="per-frame digits-FID of the predicted frames' digit crops vs held-out clips, the fraction "
+                       "of predicted frames read as the given frames' digit, and of clips (given + predicted) on "
+                       "a straight bouncing path (plugins/video/metrics.py); the given frames are the same "
+                       "held-out clips' for both models; reference rows: train clips' true future, the last "
+                       "given frame frozen, another clip's future, noise", default_samples=cfg.train.eval_samples)
+
+
+def _video_grid(rows: list[tuple], path: Path, cfg) -> Path:
+    """Each model's film strip (a row per clip: given frames framed green, predicted red; the
+    same held-out given frames and seeds) side by side."""
+    from PIL import Image
+
+    from rinkit_plugins.video.writer import MAX_STRIP, film_strip, to_uint8_video
+    strips = []
+    for name, x, _, ctx in rows:
+        full = x if ctx is None else torch.cat([ctx.to(x), x], 1)
+        strips.append((name, Image.fromarray(film_strip(to_uint8_video(full[:MAX_STRIP]),
+                                                        0 if ctx is None else ctx.shape[1]))))
+    return side_by_side(strips, path)
+
+
+def _audio_baseline(cfg, rin: Entry, width: float = 1.0) -> Entry:
+    from benchmarks.baselines.audio import unet_entry
+    return unet_entry(cfg, width=width)
+
+
+def _audio_metric(cfg) -> Metric:
+    if cfg.data.dataset != "synth":
+        raise RinkitError(f"the audio metric compares with the built-in synth clips; dataset {cfg.data.dataset!r} "
+                          "has no registered quality metric")
+    from rinkit.build import resolve
+
+    def reference_rows(n: int) -> dict:
+        from rinkit_plugins.audio.data import synth
+        from rinkit_plugins.audio.metric import AudioMetric
+        o = resolve(cfg).options
+        metric = AudioMetric(o)
+        x, y = synth(o, None, "train").tensors(n)  # labels cycle through the classes: balanced
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            noise = torch.rand_like(x) * 2 - 1
+        real, rand = metric(x, y), metric(noise, y)
+        return {"train_vs_test": real["audio_fd"], "real_acc": real["audio_acc"], "noise": rand["audio_fd"],
+                "samples": len(x)}
+    return Metric("audio_fd", "classifier FD", None, reference_rows,
+                  extra=("audio_acc", "audio_band_db_l1"),
+                  note="Fréchet distance of a synth-spectrogram classifier's 64-d features vs the held-out split, "
+                       "its accuracy on the intended classes, and the mean mel-band level gap in dB "
+                       "(plugins/audio/metric.py); reference rows: training spectrograms and uniform noise",
+                  default_samples=cfg.train.eval_samples)
+
+
+def _audio_grid(rows: list[tuple], path: Path, cfg) -> Path:
+    """Each model's spectrograms (one row per class, low frequencies at the bottom; same labels
+    and seeds) side by side."""
+    from rinkit_plugins.audio.writer import spectrogram_grid
+    named = []
+    for name, x, y, _ in rows:
+        per_class = int(torch.bincount(y).max()) if y is not None else int(math.ceil(math.sqrt(len(x))))
+        named.append((name, spectrogram_grid(x[torch.argsort(y, stable=True)] if y is not None else x, per_class)))
+    return side_by_side(named, path)
+
+
 TASKS = {"image": Task("image", _image_baseline, _image_metric, _image_grid),
+         "video": Task("video", _video_baseline, _video_metric, _video_grid),
+         "audio": Task("audio", _audio_baseline, _audio_metric, _audio_grid),
          "points": Task("points", _points_baseline, _points_metric, _points_grid)}
 
 
@@ -206,7 +321,7 @@ def models_for(preset: str, overrides: list[str], modality: str | None = None, u
     rin = Entry(f"RIN {cfg.name}", "rin", lambda: build_model(cfg), build_diffusion(cfg), cfg.sample_shape,
                 cfg.model.num_classes, note=" ".join(overrides))
     base = task.baseline(cfg, rin, unet_width)
-    base_cfg = cfg.replace(diffusion=cfg.diffusion.model_copy(update={"self_cond_rate": 0.0}))
+    base_cfg = cfg.replace(diffusion=cfg.diffusion.model_copy(update={"self_cond_rate": 0.0, "self_cond_x0": False}))
     return task, [(rin, cfg), (base, base_cfg)]
 
 
@@ -242,6 +357,7 @@ class Training:
                                        generator=torch.Generator().manual_seed(seed)))
         self.step, self.bad, self.losses = 0, 0, []
         self.params = sum(p.numel() for p in self.model.parameters())
+        self.condition = r.impl.condition  # e.g. video: (frames to predict, given frames, loss mask)
 
     def train_step(self) -> None:
         from rinkit.train.distributed import shard_seed
@@ -253,7 +369,8 @@ class Training:
         x, y = next(self.batches)
         x = x.to(self.device)
         labels = y.to(self.device) if self.entry.num_classes else None
-        loss = self.entry.diffusion.loss(self.model, x, labels)
+        x, context, mask = self.condition(x, self.cfg.options) if self.condition else (x, None, None)
+        loss = self.entry.diffusion.loss(self.model, x, labels, context, mask)
         loss.backward()
         value = float(loss.detach())
         self.step += 1
@@ -282,10 +399,16 @@ def calibrate(entry: Entry, cfg, device, seed: int, steps: int, warmup: int = 3)
 def calibrate_all(pairs, device, seed: int, steps: int, rounds: int = 4, warmup: int = 3) -> dict:
     """Steps/s of every model, measured alternating in this process (A B, B A, ...: `rounds`
     bursts of steps/rounds steps each after `warmup` untimed steps), so that a busy machine slows
-    all of them alike. Throwaway copies; the load average is recorded per burst."""
+    all of them alike. Throwaway copies; the load average is recorded per burst. Each model's
+    training peak memory is measured as run_model measures it: parameters, gradients and
+    optimizer state, plus the extra resident (CPU) or allocated (GPU) memory of its first step."""
     runs = [Training(e, c, device, seed, total_steps=warmup + steps + rounds) for e, c in pairs]
+    peaks = []
     for r in runs:
-        for _ in range(warmup):
+        with PeakMemory(device) as pm:
+            r.train_step()
+        peaks.append((state_bytes(r.model, r.opt) + pm.bytes) / 2 ** 20)
+        for _ in range(warmup - 1):
             r.train_step()
     per = max(1, steps // rounds)
     secs, cpu, done, loads = [0.0] * len(runs), [0.0] * len(runs), [0] * len(runs), []
@@ -301,6 +424,7 @@ def calibrate_all(pairs, device, seed: int, steps: int, rounds: int = 4, warmup:
     # CPU seconds per step: on a shared machine a single-threaded step's CPU time is close to its
     # wall time on a quiet core (wall time there is inflated by waiting for the core)
     return {"rates": rates, "cpu_rates": [d / c for d, c in zip(done, cpu)], "steps": done, "seconds": secs,
+            "train_peak_mb": peaks, "params": [r.params for r in runs],
             "cpu_seconds": cpu, "threads": torch.get_num_threads(), "loadavg": loads + [loadavg()],
             "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
@@ -316,23 +440,25 @@ def wait_quiet(limit: float, log=print, poll: float = 30.0, timeout: float = 24 
     return load
 
 
-def flops_per_example(entry: Entry, batch: int) -> dict:
+def flops_per_example(entry: Entry, batch: int, context_shape: tuple | None = None) -> dict:
     """Per-example FLOPs, counted on the meta device (exact, free): the forward that gets the
     gradient (RIN reads previous latents there), RIN's no-grad self-conditioning forward, the
-    training total 3 x forward + that extra pass, and a direct count of loss + backward."""
+    training total 3 x forward + that extra pass, and a direct count of loss + backward.
+    `context_shape`: the clean conditioning of one example (video: the given frames), if any."""
     with torch.device("meta"):
         model = entry.build()
     x = torch.zeros(batch, *entry.shape, device="meta")
+    ctx = torch.zeros(batch, *context_shape, device="meta") if context_shape else None
     labels = torch.zeros(batch, dtype=torch.long, device="meta") if entry.num_classes else None
     gamma = torch.full((batch,), 0.5, device="meta")
     prev = None
     if entry.kind == "rin":
         prev = torch.zeros(batch, model.core.num_latents, model.core.latent_dim, device="meta")
     with torch.no_grad():
-        fwd = count_flops(lambda: model(x, gamma, labels, prev, None)) / batch
-        sc = count_flops(lambda: model(x, gamma, labels, None, None)) / batch \
+        fwd = count_flops(lambda: model(x, gamma, labels, prev, ctx)) / batch
+        sc = count_flops(lambda: model(x, gamma, labels, None, ctx)) / batch \
             if entry.diffusion.self_cond_rate > 0 else 0.0
-    direct = count_flops(lambda: entry.diffusion.loss(model, x, labels).backward()) / batch
+    direct = count_flops(lambda: entry.diffusion.loss(model, x, labels, ctx).backward()) / batch
     return {"forward": fwd, "self_cond_forward": sc, "train": 3 * fwd + sc, "train_direct_count": direct}
 
 
@@ -348,9 +474,10 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
               proxy_samples: int, metric: Metric, sampler_over: dict, eval_batch: int, grid_per_class: int = 0,
               save: str | Path | None = None, log=print) -> tuple[dict, tuple | None]:
     """Train one model for `total` steps, evaluating at `points` steps; (its results, its grid)."""
+    from rinkit.build import resolve
     from rinkit.evaluate.metrics import evaluate_metrics
-    from rinkit.sampling import balanced_labels, generate
-    flops = flops_per_example(entry, cfg.train.batch_size)
+    from rinkit.sampling import balanced_labels, conditioning_examples, generate
+    flops = flops_per_example(entry, cfg.train.batch_size, resolve(cfg).context_shape)
     load_start = loadavg()
     run = Training(entry, cfg, device, seed, total)
     log(f"{entry.name}: {run.params / 1e6:.3f}M params, {flops['forward'] / 1e6:.2f} MFLOPs/example forward, "
@@ -381,10 +508,15 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
             f"{metric.label}-{sample_label(n)}{' (proxy)' if proxy else ''} {res[metric.key]:.2f}"
             + "".join(f", {k} {res[k]:.3f}" for k in metric.extra if k in res) + f" (eval {took:.1f} s)")
     grid = None
-    if grid_per_class and cfg.model.num_classes:
-        labels = balanced_labels(grid_per_class, cfg.model.num_classes, "cpu")
-        grid = (f"{entry.name} ({total} steps)", generate(run.ema.model, cfg, len(labels), labels, 2, device,
-                                                            batch_size=eval_batch, **sampler_over), labels)
+    if grid_per_class and (cfg.model.num_classes or resolve(cfg).impl.condition):
+        # class-balanced, or (a frame-conditional model without classes) grid_per_class held-out
+        # examples' given data: the same labels, given frames and noise seeds for every model
+        k = cfg.model.num_classes
+        labels = balanced_labels(grid_per_class, k, "cpu") if k else None
+        n = len(labels) if k else grid_per_class
+        context = conditioning_examples(cfg, n, labels)
+        grid = (f"{entry.name} ({total} steps)", generate(run.ema.model, cfg, n, labels, 2, device, context=context,
+                                                            batch_size=eval_batch, **sampler_over), labels, context)
     if save:
         Path(save).mkdir(parents=True, exist_ok=True)
         torch.save(run.ema.model.state_dict(), Path(save) / f"{entry.kind}-ema.pt")
@@ -422,7 +554,8 @@ def table(result: dict) -> str:
     fixed = b.get("kind") == "fixed steps" or s.get("fixed_steps")
     notes = ["", (b.get("text") or "Fixed step counts.") if fixed else
              f"Budget {s['budget_s']:g} s of training per model; " + b.get("text", "")]
-    notes.append(f"{m['label']} of the EMA model on class-balanced samples ({s['sampler']}): "
+    notes.append(f"{m['label']} of the EMA model on {'class-balanced ' if s.get('num_classes', 1) else ''}"
+                 f"samples ({s['sampler']}): "
                  f"{s.get('eval_samples')} at the end"
                  + (f", {s.get('proxy_samples')} at earlier points (proxies, biased upward)"
                     if s.get("proxy_samples") not in (None, s.get("eval_samples")) else "")
@@ -595,6 +728,7 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
                    "extra": list(metric.extra), "note": metric.note},
         "settings": {"budget_s": budget, "eval_samples": eval_samples, "proxy_samples": proxy_samples,
                      "points": points, "preset": preset, "overrides": overrides or [], "seed": seed,
+                     "num_classes": cfg0.model.num_classes,
                      "calib_steps": calib_steps if calibration else None, "fixed_steps": steps,
                      "budget_basis": basis, "unet_width": unet_width, "models": models,
                      "sampler": sampler, "sample_steps": n_steps, "batch": t.batch_size,
@@ -710,10 +844,13 @@ def cli(prog: str, description: str, argv: list[str] | None, add_arguments, call
 
 
 def calibration_table(res: dict) -> str:
-    lines = ["| model | steps/s (wall) | steps/CPU-s | steps timed | seconds | CPU seconds |", "|---|---|---|---|---|---|"]
-    for name, r, rc, n, s, c in zip(res["models"], res["rates"], res["cpu_rates"], res["steps"], res["seconds"],
-                                    res["cpu_seconds"]):
-        lines.append(f"| {name} | {r:.3f} | {rc:.3f} | {n} | {s:.1f} | {c:.1f} |")
+    lines = ["| model | params | steps/s (wall) | steps/CPU-s | steps timed | seconds | CPU seconds | training peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    nan = [float("nan")] * len(res["models"])
+    for name, n_p, r, rc, n, s, c, mb in zip(res["models"], res.get("params", nan), res["rates"], res["cpu_rates"],
+                                             res["steps"], res["seconds"], res["cpu_seconds"],
+                                             res.get("train_peak_mb", nan)):
+        lines.append(f"| {name} | {n_p / 1e6:.2f}M | {r:.3f} | {rc:.3f} | {n} | {s:.1f} | {c:.1f} | {mb:.0f} |")
     return "\n".join(lines + ["", f"{res['threads']} torch threads; load average per burst: {res['loadavg']}"])
 
 
@@ -722,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
         common_arguments(ap, out="benchmarks/results/quality_digits", eval_samples=None)
         ap.add_argument("--modality", default=None, help="the preset's modality unless given; without --preset, "
                         "the modality's default preset (implemented: " + ", ".join(TASKS) + ")")
-        ap.set_defaults(preset=None)
+        ap.set_defaults(preset=None, out=None)
         ap.add_argument("--points", type=int, default=6, help="evenly spaced evaluations per model (6)")
         ap.add_argument("--proxy-samples", type=int, default=None,
                         help="samples at the points before the last (default: --eval-samples); labelled proxies")
@@ -735,7 +872,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--rates-note", default="", help="where the --rates come from (recorded)")
         ap.add_argument("--models", nargs="+", default=None, help="train only these: rin, unet (default both)")
         ap.add_argument("--unet-width", type=float, default=1.0, help="scale the baseline U-Net's channels (1)")
-        ap.add_argument("--grid-per-class", type=int, default=8, help="samples per class in OUT_samples.png (8)")
+        ap.add_argument("--grid-per-class", type=int, default=8, help="samples per class in OUT_samples.png (8); "
+                        "for a model without classes (video) the number of clips")
         ap.add_argument("--save", default=None, metavar="DIR", help="save each model's final EMA weights here")
         ap.add_argument("--calibrate", action="store_true", help="only measure steps/s (alternating) to OUT.json")
         ap.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
@@ -749,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.preset is None:
             from rinkit.registry import get_modality
             a.preset = get_modality(a.modality).default_preset if a.modality else "digits"
+        a.out = a.out or f"benchmarks/results/quality_{Path(a.preset).stem}"  # e.g. quality_video-digits
         if a.combine:
             return combine(a.combine, a.out, command)
         if a.calibrate:
@@ -763,7 +902,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(res):
         return calibration_table(res) if "rates" in res else table(res)
-    return cli("benchmarks.quality", "RIN vs a baseline (images: an ADM-style U-Net) at equal wall-clock: "
+    return cli("benchmarks.quality", "RIN vs a conventional baseline of the modality (images and spectrograms: "
+               "ADM-style U-Nets; video: a VDM space-time U-Net; points: a PVCNN) at equal wall-clock: "
                "quality vs training compute", argv, add, call, show)
 
 

@@ -12,20 +12,27 @@ import torch
 
 
 def references(preset: str, clips: int, overrides: list[str]) -> dict[str, dict[str, float]]:
-    from rinkit.build import resolve
     from rinkit.config import load_config
+    return references_for(load_config(preset, None, overrides), clips)
+
+
+def references_for(cfg, clips: int) -> dict[str, dict[str, float]]:
+    """The rows for a video config (benchmarks/quality.py's video task calls this), at `clips`
+    training clips; the shuffle and the noise come from seed 0 (the caller's RNG is kept)."""
+    from rinkit.build import resolve
     from rinkit_plugins.video.metrics import MovingDigitsMetric
-    torch.manual_seed(0)
-    cfg = resolve(load_config(preset, None, overrides))
+    cfg = resolve(cfg)
     o = cfg.options
     k, metric = o.context_frames, MovingDigitsMetric(o)
     ds = cfg.dataset.build(o, cfg.data, "train")
     x = torch.stack([ds[i][0] for i in range(clips)])
     ctx, fut = x[:, :k], x[:, k:]
-    rows = {"the true future": fut,
-            "last given frame frozen": ctx[:, -1:].expand_as(fut).clone(),
-            "another clip's future": fut[torch.randperm(clips)],
-            "Gaussian noise": torch.randn_like(fut).clamp(-1, 1)}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        rows = {"the true future": fut,
+                "last given frame frozen": ctx[:, -1:].expand_as(fut).clone(),
+                "another clip's future": fut[torch.randperm(clips)],
+                "Gaussian noise": torch.randn_like(fut).clamp(-1, 1)}
     return {name: metric(pred, None, ctx) for name, pred in rows.items()}
 
 

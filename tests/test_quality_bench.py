@@ -164,6 +164,8 @@ def test_calibration_alternates_and_records_the_budget_basis(tmp_path, capsys):
         cal = json.loads((tmp_path / "cal.json").read_text())
         assert cal["models"] == ["RIN digits", "U-Net ADM-8"] and cal["steps"] == [4, 4]
         assert all(r > 0 for r in cal["rates"] + cal["cpu_rates"]) and len(cal["loadavg"]) == 2 * 4 + 1
+        # peak memory per model: at least its weights, gradients and Adam's two moments
+        assert all(mb > 4 * n * 4 / 2 ** 20 for mb, n in zip(cal["train_peak_mb"], cal["params"]))
         assert "steps/CPU-s" in capsys.readouterr().out
         # one model, its rate given: steps = budget x rate
         assert main(["--models", "rin", "--rates", "2.5", "--budget", "2", "--points", "1", "--eval-samples", "20",
@@ -237,3 +239,134 @@ def test_quality_benchmark_points_end_to_end_tiny(tmp_path, capsys):
     from PIL import Image
     grid = Image.open(tmp_path / "quality_points_samples.png")
     assert grid.height >= 4 * 1.8 * 90 and grid.width > grid.height  # 4 class rows (1.8 in at 90 dpi), 2 models
+
+
+TINY_RIN = ["model.interface_dim=16", "model.latent_dim=32", "model.num_latents=4", "model.blocks=1",
+            "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2", "train.batch_size=4",
+            "train.warmup_steps=1"]
+
+
+def _record_contexts(monkeypatch):
+    """Wrap the benchmark's models so every forward call records (model kind, train mode, the
+    given data it received); the EMA copies (which sample) keep the hook."""
+    from benchmarks import quality
+    seen = []
+    real = quality.models_for
+
+    def spied(*a, **k):
+        task, pairs = real(*a, **k)
+        for entry, _ in pairs:
+            def build(entry=entry, inner=entry.build):
+                m = inner()
+
+                def hook(mod, args, kwargs):
+                    ctx = args[4] if len(args) > 4 else kwargs.get("context")
+                    if ctx is not None and ctx.is_meta:  # the FLOP count
+                        return
+                    seen.append((entry.kind, mod.training, None if ctx is None else ctx.detach().clone()))
+                m.register_forward_pre_hook(hook, with_kwargs=True)
+                return m
+            entry.build = build
+        return task, pairs
+    monkeypatch.setattr(quality, "models_for", spied)
+    return seen
+
+
+def _distinct(tensors):
+    out = []
+    for t in tensors:
+        if not out or not torch.equal(out[-1], t):
+            out.append(t)
+    return out
+
+
+def test_quality_benchmark_video_end_to_end_tiny(tmp_path, monkeypatch):
+    """--modality video on tiny sizes: RIN vs the VDM-style space-time U-Net, both given the same
+    held-out given frames (in training: the same batches' first frames; in sampling: the same
+    test clips'), scored by the moving-digits proxy with its reference rows, film strips side by side."""
+    seen = _record_contexts(monkeypatch)
+    out = tmp_path / "qv"
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["--modality", "video", "--steps", "3", "2", "--points", "2", "--eval-samples", "4",
+                   "--sample-steps", "2", "--threads", "1", "--unet-width", "0.25", "--grid-per-class", "3",
+                   "--out", str(out), "--set", *TINY_RIN])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    res = json.loads((tmp_path / "qv.json").read_text())
+    assert res["modality"] == "video" and res["settings"]["preset"] == "video-digits"
+    assert res["metric"]["key"] == "video_digits_fid"
+    rin, base = res["models"]
+    assert rin["kind"] == "rin" and base["kind"] == "unet" and base["name"].startswith("U-Net VDM")
+    assert rin["self_cond_rate"] == 0.9 and base["self_cond_rate"] == 0.0
+    for m in res["models"]:
+        assert len(m["points"]) == 2 and m["points"][-1]["step"] == m["total_steps"]
+        for p in m["points"]:
+            assert math.isfinite(p["video_digits_fid"]) and p["video_digits_fid"] > 0 and p["samples"] == 4
+            assert 0 <= p["video_class_keep"] <= 1 and 0 <= p["video_motion_ok"] <= 1
+        # counted with the given frames: 3 x forward (+ self-cond) ~ loss + backward (the direct count
+        # skips the stem's input gradient, a larger share at these tiny widths than at digits')
+        g = m["gflops_per_example"]
+        assert abs(g["train"] / g["train_direct_count"] - 1) < 0.1
+        assert m["steps_per_s"] > 0 and m["train_peak_mb"] > 4 * m["params"] * 3 / 2 ** 20
+    ref = res["reference"]
+    assert ref["samples"] == 4 and ref["true_future_motion_ok"] == 1.0 and ref["train_vs_test"] < ref["noise"]
+
+    # every call of both models got given frames (B, 4, 1, 32, 32); both trained on the same ones
+    assert seen and all(c is not None and c.shape[1:] == (4, 1, 32, 32) for _, _, c in seen)
+    train = {k: _distinct([c for kind, tr, c in seen if kind == k and tr]) for k in ("rin", "unet")}
+    assert len(train["rin"]) == 3 and len(train["unet"]) == 2  # one batch per step
+    assert all(torch.equal(a, b) for a, b in zip(train["rin"], train["unet"]))
+    assert not torch.equal(train["unet"][0], train["unet"][1])
+    # and sampled (evaluations, then the grid) from the same held-out given frames
+    sampled = {k: _distinct([c for kind, tr, c in seen if kind == k and not tr]) for k in ("rin", "unet")}
+    assert len(sampled["rin"]) == len(sampled["unet"]) >= 2
+    assert all(torch.equal(a, b) for a, b in zip(sampled["rin"], sampled["unet"]))
+
+    md = (tmp_path / "qv.md").read_text()
+    assert "moving-digits FID" in md and "| RIN video-digits |" in md and "class-balanced" not in md
+    from PIL import Image
+    with Image.open(tmp_path / "qv_samples.png") as im:  # two 3-clip strips of 8 frames side by side
+        assert im.height >= 3 * 32 and im.width >= 2 * 8 * 32
+
+
+def test_quality_benchmark_audio_end_to_end_tiny(tmp_path):
+    """--modality audio on tiny sizes: RIN vs the ADM-style spectrogram U-Net, the synth
+    classifier's FD and accuracy with the training-clip and noise reference rows, spectrogram
+    grids side by side."""
+    out = tmp_path / "qa"
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["--modality", "audio", "--steps", "3", "2", "--points", "2", "--eval-samples", "8",
+                   "--sample-steps", "2", "--threads", "1", "--unet-width", "0.34", "--grid-per-class", "2",
+                   "--out", str(out), "--set", *TINY_RIN, "modality_options.n_mels=32",
+                   "modality_options.hop_length=500"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    res = json.loads((tmp_path / "qa.json").read_text())
+    assert res["modality"] == "audio" and res["settings"]["preset"] == "audio-synth"
+    assert res["metric"]["key"] == "audio_fd" and res["metric"]["label"] == "classifier FD"
+    rin, base = res["models"]
+    assert rin["kind"] == "rin" and base["kind"] == "unet" and base["name"].startswith("U-Net ADM-spectrogram")
+    assert base["self_cond_rate"] == 0.0 and [m["total_steps"] for m in res["models"]] == [3, 2]
+    for m in res["models"]:
+        for p in m["points"]:
+            assert math.isfinite(p["audio_fd"]) and p["audio_fd"] > 0 and p["samples"] == 8
+            assert 0 <= p["audio_acc"] <= 1 and p["audio_band_db_l1"] >= 0
+        assert m["gflops_per_example"]["forward"] > 0 and m["steps_per_s"] > 0 and m["train_peak_mb"] > 0
+    ref = res["reference"]  # training spectrograms are near the held-out split, noise far from it
+    assert ref["samples"] == 8 and ref["real_acc"] >= 0.75 and ref["train_vs_test"] < ref["noise"] / 5
+    md = (tmp_path / "qa.md").read_text()
+    assert "classifier FD" in md and "| U-Net ADM-spectrogram (width 0.34) |" in md
+    from PIL import Image
+    with Image.open(tmp_path / "qa_samples.png") as im:  # 4 class rows of 32-mel spectrograms, 2 models
+        assert im.height >= 4 * 32 * 2 and im.width > im.height
+
+
+def test_a_modality_without_a_task_names_the_implemented_ones(tmp_path, capsys):
+    assert main(["--modality", "voxels", "--steps", "1", "1", "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "no task for modality 'voxels'" in err and "implemented: image, video, audio, points" in err
+    assert not (tmp_path / "q.json").exists()
