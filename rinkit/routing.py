@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rinkit.engine.rin import tokens_and_state
+
 TOKEN_INDEX_NOTE = ("modality {m!r} supplies no token_view (rinkit.plugin.Modality): drawn as a "
                     "token-index plot (tokens in interface order, row-major), not over the data")
 
@@ -116,7 +118,7 @@ def record_trajectory(m, label: int | None = None, steps: int | None = None, see
         return pred, latents
 
     def keep_state(mod, args, output):
-        states.append(_first(output[1]) if isinstance(output, tuple) else None)
+        states.append(_first(tokens_and_state(output, mod)[1]))
     h = denoiser.tokenizer.register_forward_hook(keep_state)
     try:
         with record_attention(denoiser) as log:

@@ -36,10 +36,10 @@ def test_image_tokenizer_round_trip_shapes(size, patch, channels):
     opts = m.options(image_size=size, patch_size=patch, channels=channels)
     tok, detok = m.make_tokenizer(opts, 16), m.make_detokenizer(opts, 16)
     x = torch.randn(2, *m.sample_shape(opts))
-    t = tok(x)
+    t, state = tok(x)
     h, w = opts.size
-    assert t.shape == (2, (h // patch) * (w // patch), 16)
-    assert detok(t).shape == x.shape
+    assert t.shape == (2, (h // patch) * (w // patch), 16) and state is None
+    assert detok(t, None, state).shape == x.shape
 
 
 def test_unpatchify_inverts_patchify_order():
@@ -61,7 +61,7 @@ def test_unpatchify_inverts_patchify_order():
     tok.norm = detok.norm = torch.nn.Identity()
     tok.pos.learned.data.zero_()
     x = torch.randn(2, 3, 8, 12)
-    torch.testing.assert_close(detok(tok(x)), x)
+    torch.testing.assert_close(detok(tok(x)[0], None, None), x)
 
 
 @pytest.mark.parametrize("kind", ["learned", "sincos", "sincos+learned"])
@@ -154,7 +154,7 @@ def test_stem_norm_can_be_turned_off():
     assert isinstance(on.norm, torch.nn.LayerNorm) and isinstance(off.norm, torch.nn.Identity)
     x = torch.randn(2, 1, 8, 8)
     off.pos.learned.data.zero_()
-    torch.testing.assert_close(off(2 * x), 2 * off(x) - off.patch.bias)  # linear in x without the LN
+    torch.testing.assert_close(off(2 * x)[0], 2 * off(x)[0] - off.patch.bias)  # linear in x without the LN
 
 
 def test_plugins_import_only_the_public_plugin_module():
