@@ -161,6 +161,19 @@ def upsample(grid: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     return grid
 
 
+def gray(x) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> (B, H, W) in [0, 1] (channel mean): a picture for `overlay`."""
+    return ((x.detach().float().cpu().mean(1) + 1) / 2).numpy()
+
+
+def patch_heat(values: np.ndarray, pictures: np.ndarray, grid: tuple[int, int], patch: tuple[int, int]) -> np.ndarray:
+    """values (B, >= gh*gw) in row-major patch order over pictures (B, H, W) -> (B, H, W, 3): the
+    token view of any 2-D patch grid (image patches, one frame's patches, spectrogram patches)."""
+    gh, gw = grid
+    v = values[:, :gh * gw].reshape(-1, gh, gw)  # extra (conditioning) tokens are not drawn here
+    return np.stack([overlay(p, upsample(g, patch)) for p, g in zip(pictures, v)])
+
+
 def token_index_plot(values: np.ndarray) -> np.ndarray:
     """The fallback view: (B, N) values -> (B, h, w, 3), tokens in index order on a near-square
     row-major grid (unused cells black)."""
