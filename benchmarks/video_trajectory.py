@@ -33,10 +33,10 @@ class Probe:
     """Scores frame estimates: MSE to the true future and the fraction classified as the digit."""
 
     def __init__(self, opts, future: torch.Tensor, labels: torch.Tensor):
-        from rinkit_plugins.image import digits_metric
+        from rinkit.plugin import digits_classifier
         from rinkit_plugins.video.metrics import MovingDigitsMetric
         self.metric, self.future, self.labels = MovingDigitsMetric(opts), future, labels
-        self.net = digits_metric.digits_classifier()
+        self.net = digits_classifier()
 
     def __call__(self, x: torch.Tensor) -> tuple[float, float]:
         x = x.float().clamp(-1, 1)

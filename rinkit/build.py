@@ -25,7 +25,7 @@ from rinkit.diffusion import Diffusion
 from rinkit.engine import RIN, Denoiser, EstimateEmbedding
 from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
-from rinkit.registry import DatasetSpec, Modality, get_dataset, get_modality
+from rinkit.registry import DatasetSpec, Modality, get_dataset, get_modality, owner
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +114,16 @@ def build_model(cfg: ConfigLike) -> Denoiser:
                write_context=m.write_context)
     make_tokenizer = lambda: r.impl.make_tokenizer(r.options, m.interface_dim)  # noqa: E731
     estimate = EstimateEmbedding(make_tokenizer(), m.interface_dim) if r.cfg.diffusion.self_cond_x0 else None
-    return Denoiser(make_tokenizer(), core, r.impl.make_detokenizer(r.options, m.interface_dim), estimate)
+    try:
+        return Denoiser(make_tokenizer(), core, r.impl.make_detokenizer(r.options, m.interface_dim), estimate)
+    except RinkitError as e:  # the engine's check of the detokenizer's signature
+        raise RinkitError(plugin_line(r.cfg.modality, e)) from None
+
+
+def plugin_line(modality: str, message: Any) -> str:
+    """An engine contract error (rinkit.engine.rin: "tokenizer X returned ...") as the one line
+    rinkit.contract gives, naming the plugin that made the module."""
+    return f"{owner('modality', modality)}, rinkit_modalities {modality!r} {message}"
 
 
 def build_diffusion(cfg: ConfigLike) -> Diffusion:

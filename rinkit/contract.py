@@ -9,8 +9,9 @@ one-line `ContractError` naming the plugin, the hook and what was expected vs wh
     sample_shape   a tuple of positive ints (and context_shape for conditional modalities)
     dataset        items (x, label): x a float tensor of sample_shape (the target after
                    `condition`), finite, in [-1, 1]; label an int in [0, num_classes)
-    tokenizer      (B, N, interface_dim) tokens, or (tokens, state)
-    detokenizer    exactly the input's shape: no broadcasting
+    tokenizer      (tokens, state): tokens (B, N, interface_dim), state None unless the
+                   detokenizer needs it
+    detokenizer    forward(tokens, context, state) -> exactly the input's shape: no broadcasting
     round trip     modalities declared `invertible`: a fresh tokenizer / detokenizer pair,
                    briefly fitted on noise, reconstructs other noise: detokenize(tokenize(x)) ~ x
     write_samples  a list of the paths it wrote, all existing
@@ -34,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rinkit.build import ConfigLike, resolve
+from rinkit.build import ConfigLike, plugin_line, resolve
+from rinkit.engine.rin import check_detokenizer, tokens_and_state
 from rinkit.errors import RinkitError
 from rinkit.registry import Modality, owner
 
@@ -117,16 +119,20 @@ class _Checker:
             mod = factory(self.opts, self.cfg.model.interface_dim)
         if not isinstance(mod, nn.Module):
             raise self.fail(f"make_{which}", f"expected an nn.Module, got {type(mod).__name__}")
+        if which == "detokenizer":
+            try:
+                check_detokenizer(mod)
+            except RinkitError as e:
+                raise ContractError(plugin_line(self.cfg.modality, e)) from None
         return mod
 
     def tokens(self, tok: nn.Module, x, context):
         with self.calling("tokenizer"):
             out = tok(x, context)
-        state = None
-        if isinstance(out, tuple):
-            if len(out) != 2:
-                raise self.fail("tokenizer", f"expected tokens or (tokens, state), got a tuple of {len(out)}")
-            out, state = out
+        try:
+            out, state = tokens_and_state(out, tok)
+        except RinkitError as e:
+            raise ContractError(plugin_line(self.cfg.modality, e)) from None
         b, d = x.shape[0], self.cfg.model.interface_dim
         if not torch.is_tensor(out) or out.dim() != 3 or out.shape[0] != b or out.shape[2] != d:
             raise self.fail("tokenizer", f"expected tokens of shape ({b}, N, {d}) (batch, tokens, "
@@ -137,7 +143,7 @@ class _Checker:
 
     def detokenize(self, detok: nn.Module, tokens, context, state, target):
         with self.calling("detokenizer"):
-            out = detok(tokens, context) if state is None else detok(tokens, context, state)
+            out = detok(tokens, context, state)
         if not torch.is_tensor(out) or tuple(out.shape) != tuple(target.shape):
             raise self.fail("detokenizer", f"expected output shape {tuple(target.shape)}, exactly the "
                                            f"input's (no broadcasting), got {_shape(out)}")

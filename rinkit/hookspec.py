@@ -27,12 +27,14 @@ class Modality:
     """What a modality supplies. `options` is a pydantic model of its settings (patch size, image
     size...); configs carry them as `modality_options` and the plugin validates them.
 
-    make_tokenizer(options, interface_dim) -> nn.Module: forward(x, context) -> (B, N, D) tokens
-        with D = interface_dim, or (tokens, state) when the detokenizer needs per-example state
-        from the input (e.g. the grouping of a point cloud); state is then passed as the
-        detokenizer's third argument
-    make_detokenizer(options, interface_dim) -> nn.Module: forward(tokens, context[, state]) ->
-        a tensor of exactly the input's shape (B, *sample_shape): no broadcasting
+    make_tokenizer(options, interface_dim) -> nn.Module: forward(x, context) -> (tokens, state):
+        tokens (B, N, D) with D = interface_dim; state None, or per-example data the detokenizer
+        needs from the input (e.g. which points formed which group of a point cloud). Always the
+        pair, as nn.MultiheadAttention always returns (output, weights or None): one type, so
+        nothing downstream asks which form it got; a bare tensor is a one-line error.
+    make_detokenizer(options, interface_dim) -> nn.Module: forward(tokens, context, state) -> a
+        tensor of exactly the input's shape (B, *sample_shape): no broadcasting. `state` is what
+        the tokenizer returned for this input (None for most modalities).
     sample_shape(options) -> per-example shape of the data (what the sampler draws noise for)
     write_samples(samples, labels, path, options, context=None) -> list of the files written;
         samples (B, *sample_shape) in [-1, 1], labels (B,) or None, `path` a stem without

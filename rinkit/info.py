@@ -10,6 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from rinkit.build import ConfigLike, build_model, resolve
+from rinkit.engine.rin import tokens_and_state
 
 
 def parameter_breakdown(model) -> dict[str, int]:
@@ -43,8 +44,7 @@ def model_info(cfg: ConfigLike) -> dict:
     if cfg.context_shape is not None:
         context = torch.zeros(1, *cfg.context_shape, device="meta")
     with torch.no_grad():
-        tokens = model.tokenizer(x, context)
-        tokens = tokens[0] if isinstance(tokens, tuple) else tokens  # (tokens, state) tokenizers
+        tokens, _ = tokens_and_state(model.tokenizer(x, context), model.tokenizer)
         with FlopCounterMode(display=False) as counter:
             model(x, gamma, labels, None, context)
     params = parameter_breakdown(model)

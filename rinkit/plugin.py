@@ -9,10 +9,15 @@ Layers: `layer_norm` (the engine's LayerNorm, eps as the official code), `PatchE
 `PatchUnembed` (the n-D patch stem and readout of the grid modalities), `Positions` (fixed
 and/or learned position codes), `sincos_grid` and `OFFICIAL_MAX_COORD` (fixed sin-cos positions). Data: `labelled_files` (folder datasets),
 `IMAGE_EXTENSIONS`, `to_uint8`, `get_dataset` (a registered dataset, e.g. held-out data for a
-metric). Metrics: `frechet_distance`, `frechet_distance_features`, `gaussian_stats`; and, imported
-on first use, the Inception FID tools `load_inception`, `load_ref`, `make_ref`, `evaluate_images`
-and `load_config` / `resolve` for scripts; the heatmap helpers of `rinkit routing` for a
-`token_view`: `overlay`, `upsample`, `heat_rgb`. Testing helpers for a plugin's own tests: rinkit.testing.
+metric); the scikit-learn digits and their classifier (no download; rinkit.evaluate.digits):
+`digits_arrays`, `digits_classifier`, `digits_features`, `to_digits`. Metrics: `frechet_distance`,
+`frechet_distance_features`, `gaussian_stats`; and, imported on first use, the Inception FID tools
+`load_inception`, `load_ref`, `make_ref`, `evaluate_images` and `load_config` / `resolve` for
+scripts; the heatmap helpers of `rinkit routing` for a `token_view`: `overlay`, `upsample`,
+`heat_rgb`, `gray`, `patch_heat`. Testing helpers for a plugin's own tests: rinkit.testing.
+
+Shared pieces live here rather than in one plugin that the others import: a plugin imports only
+this module and its own files, so it keeps working when another plugin is switched off.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from rinkit.engine.patch import PatchEmbed, PatchUnembed
 from rinkit.engine.positions import OFFICIAL_MAX_COORD, Positions, sincos_grid
 from rinkit.engine.rin import layer_norm
 from rinkit.errors import RinkitError
+from rinkit.evaluate.digits import digits_arrays, digits_classifier, digits_features, to_digits
 from rinkit.evaluate.frechet import frechet_distance, frechet_distance_features, gaussian_stats
 from rinkit.hookspec import DatasetSpec, MetricSpec, Modality, hookimpl
 from rinkit.registry import get_dataset, package_presets
@@ -31,12 +37,13 @@ from rinkit.registry import get_dataset, package_presets
 _LAZY = {"load_inception": "rinkit.evaluate.inception", "load_ref": "rinkit.evaluate.fid",
          "make_ref": "rinkit.evaluate.evaluator", "evaluate_images": ("rinkit.evaluate.evaluator", "evaluate"),
          "load_config": "rinkit.config", "resolve": "rinkit.build",
-         "overlay": "rinkit.routing", "upsample": "rinkit.routing", "heat_rgb": "rinkit.routing"}
+         "overlay": "rinkit.routing", "upsample": "rinkit.routing", "heat_rgb": "rinkit.routing",
+         "gray": "rinkit.routing", "patch_heat": "rinkit.routing"}
 
 __all__ = ["DatasetSpec", "IMAGE_EXTENSIONS", "MetricSpec", "Modality", "OFFICIAL_MAX_COORD", "PatchEmbed",
-           "PatchUnembed", "Positions", "RinkitError",
+           "PatchUnembed", "Positions", "RinkitError", "digits_arrays", "digits_classifier", "digits_features",
            "frechet_distance", "frechet_distance_features", "gaussian_stats", "get_dataset", "hookimpl",
-           "labelled_files", "layer_norm", "package_presets", "sincos_grid", "to_uint8", *_LAZY]
+           "labelled_files", "layer_norm", "package_presets", "sincos_grid", "to_digits", "to_uint8", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rinkit.engine.rin import tokens_and_state
+
 TOKEN_INDEX_NOTE = ("modality {m!r} supplies no token_view (rinkit.plugin.Modality): drawn as a "
                     "token-index plot (tokens in interface order, row-major), not over the data")
 
@@ -116,7 +118,7 @@ def record_trajectory(m, label: int | None = None, steps: int | None = None, see
         return pred, latents
 
     def keep_state(mod, args, output):
-        states.append(_first(output[1]) if isinstance(output, tuple) else None)
+        states.append(_first(tokens_and_state(output, mod)[1]))
     h = denoiser.tokenizer.register_forward_hook(keep_state)
     try:
         with record_attention(denoiser) as log:
@@ -157,6 +159,19 @@ def upsample(grid: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     for axis, f in enumerate(factors):
         grid = np.repeat(grid, f, axis=axis - len(factors))
     return grid
+
+
+def gray(x) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> (B, H, W) in [0, 1] (channel mean): a picture for `overlay`."""
+    return ((x.detach().float().cpu().mean(1) + 1) / 2).numpy()
+
+
+def patch_heat(values: np.ndarray, pictures: np.ndarray, grid: tuple[int, int], patch: tuple[int, int]) -> np.ndarray:
+    """values (B, >= gh*gw) in row-major patch order over pictures (B, H, W) -> (B, H, W, 3): the
+    token view of any 2-D patch grid (image patches, one frame's patches, spectrogram patches)."""
+    gh, gw = grid
+    v = values[:, :gh * gw].reshape(-1, gh, gw)  # extra (conditioning) tokens are not drawn here
+    return np.stack([overlay(p, upsample(g, patch)) for p, g in zip(pictures, v)])
 
 
 def token_index_plot(values: np.ndarray) -> np.ndarray:

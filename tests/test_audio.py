@@ -72,9 +72,9 @@ def test_tokenizer_detokenizer_invert_each_other():
     tok.norm = detok.norm = torch.nn.Identity()
     tok.pos.fixed.zero_()
     x = torch.randn(2, 1, 64, 64)
-    t = tok(x)
-    assert t.shape == (2, 8 * 16, dim)
-    torch.testing.assert_close(detok(t), x)
+    t, state = tok(x)
+    assert t.shape == (2, 8 * 16, dim) and state is None
+    torch.testing.assert_close(detok(t, None, state), x)
 
 
 @pytest.mark.parametrize("kind", ["sincos", "factorized", "sincos+factorized"])

@@ -181,3 +181,51 @@ def test_info_counts_an_xformers_model_like_sdpa(tiny_cfg):
     from rinkit.info import model_info
     a, b = model_info(tiny_cfg("model.attention=xformers")), model_info(tiny_cfg())
     assert (a["params"], a["gflops"]) == (b["params"], b["gflops"]) and a["gflops"] > 0
+
+
+# -- the tokenizer contract: one type, (tokens, state) ----------------------------------------
+
+class _OldFormTokenizer(torch.nn.Module):
+    """The form before one type: a bare (B, N, D) tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 16)
+
+    def forward(self, x, context=None):
+        return self.proj(x.reshape(x.shape[0], -1, 4))
+
+
+class _Detokenizer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 4)
+
+    def forward(self, tokens, context=None, state=None):
+        return self.proj(tokens).reshape(tokens.shape[0], 1, -1)
+
+
+def _denoiser(tokenizer, detokenizer):
+    from rinkit.engine.rin import Denoiser
+    return Denoiser(tokenizer, RIN(16, 16, 4, 1, 1, 2, 2), detokenizer)
+
+
+@pytest.mark.parametrize("batch", [2, 3])  # at batch 2 a bare tensor would unpack into two "halves"
+def test_a_tokenizer_returning_the_old_form_is_a_one_line_error_naming_it(batch):
+    from rinkit.errors import RinkitError
+    model = _denoiser(_OldFormTokenizer(), _Detokenizer())
+    with pytest.raises(RinkitError) as e:
+        model(torch.randn(batch, 1, 32), torch.rand(batch))
+    assert str(e.value) == ("tokenizer _OldFormTokenizer returned a tensor; expected (tokens, state), "
+                            "state None when unused (`return tokens, None`)")
+
+
+def test_a_detokenizer_without_state_is_a_one_line_error_naming_it():
+    from rinkit.errors import RinkitError
+
+    class NoState(_Detokenizer):
+        def forward(self, tokens, context=None):
+            return super().forward(tokens)
+    with pytest.raises(RinkitError, match=r"^detokenizer NoState\.forward\(tokens, context=None\) takes no state; "
+                                          r"expected forward\(tokens, context, state\)"):
+        _denoiser(_OldFormTokenizer(), NoState())

@@ -36,17 +36,18 @@ def test_patch_layer_round_trip_1d_2d_3d(patch, grid):
     x = torch.randn(3, c, *size)
     tokens = emb.embed(x)
     assert tokens.shape == (3, math.prod(grid), math.prod(patch) * c)
-    assert emb(x).shape == tokens.shape and emb.pos().shape == tokens.shape[1:]
+    assert emb(x)[0].shape == tokens.shape and emb(x)[1] is None and emb.pos().shape == tokens.shape[1:]
     # extra tokens after the grid's (e.g. conditioning) are not read out
     extra = torch.cat([tokens, torch.randn(3, 4, tokens.shape[-1])], dim=1)
-    torch.testing.assert_close(out(extra), x, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out(extra, None, None), x, rtol=0, atol=1e-6)
 
 
 def test_patch_layer_default_shapes_and_errors():
     for grid in [(6,), (3, 4), (2, 3, 4)]:
         emb, out = PatchEmbed(3, 8, 2, grid), PatchUnembed(3, 8, 2, grid)
         x = torch.randn(2, 3, *(2 * g for g in grid))
-        assert out(emb(x)).shape == x.shape
+        tokens, state = emb(x)
+        assert out(tokens, None, state).shape == x.shape
     with pytest.raises(ValueError, match="4-D"):
         PatchEmbed(1, 8, 2, (2, 2, 2, 2))
     with pytest.raises(ValueError, match="patch"):

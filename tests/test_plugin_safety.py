@@ -275,21 +275,34 @@ def test_runtime_registration_refuses_a_misspelled_hook():
 @pytest.mark.parametrize("patch,message", [
     ("""
      class Detokenizer(Detokenizer):
-         def forward(self, tokens, context=None):
+         def forward(self, tokens, context=None, state=None):
              return super().forward(tokens)[:, :1]  # (B, 1, L): broadcasts against (B, 2, L)
      """, "rinkit_modalities 'timeseries' detokenizer: expected output shape (4, 2, 64), exactly the input's "
           "(no broadcasting), got (4, 1, 64)"),
     ("""
      class Detokenizer(Detokenizer):
-         def forward(self, tokens, context=None):
+         def forward(self, tokens, context=None, state=None):
              return super().forward(tokens).roll(self.o.patch, -1)  # every patch one place late
      """, "rinkit_modalities 'timeseries' detokenizer: expected detokenize(tokenize(x)) to reconstruct x"),
     ("""
      class Tokenizer(Tokenizer):
          def forward(self, x, context=None):
-             return super().forward(x).transpose(1, 2)  # (B, D, N)
+             tokens, state = super().forward(x)
+             return tokens.transpose(1, 2), state  # (B, D, N)
      """, "rinkit_modalities 'timeseries' tokenizer: expected tokens of shape (4, N, 64) (batch, tokens, "
           "model.interface_dim), got (4, 64, 16)"),
+    ("""
+     class Tokenizer(Tokenizer):
+         def forward(self, x, context=None):
+             return super().forward(x)[0]  # the form before one type: tokens alone
+     """, "rinkit_modalities 'timeseries' tokenizer Tokenizer returned a tensor; expected (tokens, state), "
+          "state None when unused (`return tokens, None`)"),
+    ("""
+     class Detokenizer(Detokenizer):
+         def forward(self, tokens, context=None):
+             return super().forward(tokens)
+     """, "rinkit_modalities 'timeseries' detokenizer Detokenizer.forward(tokens, context=None) takes no "
+          "state; expected forward(tokens, context, state), state None when unused"),
     ("""
      def sample_shape(o):
          return (o.length, o.channels)
@@ -311,7 +324,8 @@ def test_runtime_registration_refuses_a_misspelled_hook():
              x, y = super().__getitem__(i)
              return 3 * x, y
      """, "rinkit_datasets 'timeseries/waves' items: expected values in [-1, 1], got"),
-], ids=["detokenizer-broadcasts", "detokenizer-not-inverse", "tokens-BDN", "sample-shape", "writer-returns-none",
+], ids=["detokenizer-broadcasts", "detokenizer-not-inverse", "tokens-BDN", "tokens-old-form", "detokenizer-no-state",
+         "sample-shape", "writer-returns-none",
         "metric-returns-str", "data-out-of-range"])
 def test_contract_mistake_stops_before_the_first_step(site, capsys, tmp_path, patch, message):
     site(patch=patch)
@@ -365,7 +379,7 @@ def test_testing_helpers(site):
     from rinkit.testing import ContractError, assert_plugin_loads, check_modality, registered
     site(patch="""
         class Detokenizer(Detokenizer):
-            def forward(self, tokens, context=None):
+            def forward(self, tokens, context=None, state=None):
                 return super().forward(tokens)[:, :1]
     """)
     assert_plugin_loads("timeseries")

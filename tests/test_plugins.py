@@ -36,10 +36,10 @@ def test_image_tokenizer_round_trip_shapes(size, patch, channels):
     opts = m.options(image_size=size, patch_size=patch, channels=channels)
     tok, detok = m.make_tokenizer(opts, 16), m.make_detokenizer(opts, 16)
     x = torch.randn(2, *m.sample_shape(opts))
-    t = tok(x)
+    t, state = tok(x)
     h, w = opts.size
-    assert t.shape == (2, (h // patch) * (w // patch), 16)
-    assert detok(t).shape == x.shape
+    assert t.shape == (2, (h // patch) * (w // patch), 16) and state is None
+    assert detok(t, None, state).shape == x.shape
 
 
 def test_unpatchify_inverts_patchify_order():
@@ -61,7 +61,7 @@ def test_unpatchify_inverts_patchify_order():
     tok.norm = detok.norm = torch.nn.Identity()
     tok.pos.learned.data.zero_()
     x = torch.randn(2, 3, 8, 12)
-    torch.testing.assert_close(detok(tok(x)), x)
+    torch.testing.assert_close(detok(tok(x)[0], None, None), x)
 
 
 @pytest.mark.parametrize("kind", ["learned", "sincos", "sincos+learned"])
@@ -154,24 +154,33 @@ def test_stem_norm_can_be_turned_off():
     assert isinstance(on.norm, torch.nn.LayerNorm) and isinstance(off.norm, torch.nn.Identity)
     x = torch.randn(2, 1, 8, 8)
     off.pos.learned.data.zero_()
-    torch.testing.assert_close(off(2 * x), 2 * off(x) - off.patch.bias)  # linear in x without the LN
+    torch.testing.assert_close(off(2 * x)[0], 2 * off(x)[0] - off.patch.bias)  # linear in x without the LN
 
 
 def test_plugins_import_only_the_public_plugin_module():
     """Built-in plugins and the example third-party plugin reach rinkit through rinkit.plugin
-    alone (the example is installed and trained as a third-party package in test_plugin_safety)."""
+    alone (the example is installed and trained as a third-party package in test_plugin_safety),
+    and no plugin imports another plugin's files: what two plugins share (the digits and their
+    classifier, the token-view heatmaps) is in rinkit.plugin."""
     import ast
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    files = [*(root / "plugins").rglob("*.py"), *(root / "examples" / "rinkit-timeseries" / "rinkit_timeseries").rglob("*.py")]
+    example = root / "examples" / "rinkit-timeseries" / "rinkit_timeseries"
+    files = [*(root / "plugins").rglob("*.py"), *example.rglob("*.py")]
     assert len(files) > 20
     bad = []
     for f in files:
+        # the package a file belongs to: rinkit_plugins.<name> for a built-in plugin
+        own = "rinkit_timeseries" if f.is_relative_to(example) else \
+            f"rinkit_plugins.{f.relative_to(root / 'plugins').parts[0]}"
         for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > 1:  # from ..other import x
+                bad.append(f"{f.relative_to(root)}: {'.' * node.level}{node.module or ''}")
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
             bad += [f"{f.relative_to(root)}: {n}" for n in names
-                    if n.split(".")[0] == "rinkit" and n != "rinkit.plugin"]
+                    if (n.split(".")[0] == "rinkit" and n != "rinkit.plugin")
+                    or (n.split(".")[0] == "rinkit_plugins" and n != own and not n.startswith(own + "."))]
     assert not bad, bad
     import rinkit.plugin
     assert all(hasattr(rinkit.plugin, n) for n in rinkit.plugin.__all__)

@@ -63,13 +63,13 @@ def test_point_tokens_are_points_with_their_neighbourhoods():
     tok, detok = m.make_tokenizer(o, 16), m.make_detokenizer(o, 16)
     torch.manual_seed(0)
     x = torch.rand(2, 64, 3) * 2 - 1
-    tokens = tok(x)
-    assert tokens.shape == (2, 64, 16) and detok(tokens).shape == x.shape
+    tokens, state = tok(x)
+    assert tokens.shape == (2, 64, 16) and state is None and detok(tokens, None, state).shape == x.shape
     perm = torch.randperm(64)
-    torch.testing.assert_close(tok(x[:, perm]), tokens[:, perm])
+    torch.testing.assert_close(tok(x[:, perm])[0], tokens[:, perm])
     moved = x.clone()
     moved[0, 5] += 0.05
-    changed = (tok(moved) - tokens).abs().amax(-1) > 1e-6                      # (2, 64)
+    changed = (tok(moved)[0] - tokens).abs().amax(-1) > 1e-6                   # (2, 64)
     knn = ((x[0, :, None] - x[0, None]) ** 2).sum(-1).topk(5, largest=False).indices[:, 1:]
     near = set(((knn == 5).any(1)).nonzero().flatten().tolist()) | {5}
     assert not changed[1].any() and set(changed[0].nonzero().flatten().tolist()) <= near
@@ -77,7 +77,7 @@ def test_point_tokens_are_points_with_their_neighbourhoods():
     # without neighbourhoods a token is a function of its own point alone
     o0 = PointOptions(num_points=64)
     tok0 = m.make_tokenizer(o0, 16)
-    assert ((tok0(moved) - tok0(x)).abs().amax(-1) > 1e-6).sum() == 1
+    assert ((tok0(moved)[0] - tok0(x)[0]).abs().amax(-1) > 1e-6).sum() == 1
 
 
 def test_point_tokens_are_groups_of_points():
@@ -114,9 +114,9 @@ def test_voxel_tokenizer_detokenizer_invert_each_other():
         tok.pos.fixed.zero_()  # the voxel positions are the patch layer's
     tok.norm = detok.norm = torch.nn.Identity()
     x = torch.randn(2, 1, 8, 8, 8)
-    t = tok(x)
-    assert t.shape == (2, 64, dim)
-    torch.testing.assert_close(detok(t), x)
+    t, state = tok(x)
+    assert t.shape == (2, 64, dim) and state is None
+    torch.testing.assert_close(detok(t, None, state), x)
 
 
 def test_shapes_are_deterministic_and_on_their_surfaces():
@@ -265,3 +265,29 @@ def test_points_reference_rows_and_a_checkpoints_row(tmp_path, capsys):
     rows = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ") and "---" not in x][1:]
     assert [x.split(" | ")[0] for x in rows] == ["| real train clouds", f"| model: {tmp_path / 'run'}"]
     assert float(rows[1].split(" | ")[1]) > float(rows[0].split(" | ")[1])  # 2 steps: told apart from real clouds
+
+
+def test_the_group_tokenizers_state_reaches_its_detokenizer():
+    """tokens: groups: the engine hands the tokenizer's state ((points, centres)) to the
+    detokenizer as its third argument, unchanged; the other tokenizers' state is None."""
+    cfg = small_points_cfg("modality_options.tokens=groups")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    seen = {}
+    model.tokenizer.register_forward_hook(lambda mod, args, out: seen.update(made=out[1]))
+    model.detokenizer.register_forward_pre_hook(lambda mod, args: seen.update(got=args[2]))
+    x = torch.rand(2, 128, 3) * 2 - 1
+    with torch.no_grad():
+        out, _ = model(x, torch.rand(2), torch.zeros(2, dtype=torch.long))
+    points, centres = seen["made"]
+    assert seen["got"] is seen["made"] and points is x and centres.shape == (2, 16, 3)
+    assert out.shape == x.shape
+    # the detokenizer decodes each point from the groups the tokenizer chose (its state): other
+    # centres give another output for the same tokens
+    tokens, state = model.tokenizer(x)
+    assert not torch.allclose(model.detokenizer(tokens, None, state),
+                              model.detokenizer(tokens, None, (x, centres.roll(1, dims=1))))
+    model = build_model(small_points_cfg())  # tokens: points
+    model.detokenizer.register_forward_pre_hook(lambda mod, args: seen.update(points_state=args[2]))
+    model(x, torch.rand(2), torch.zeros(2, dtype=torch.long))
+    assert seen["points_state"] is None

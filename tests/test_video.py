@@ -36,10 +36,10 @@ def test_token_and_output_shapes(t, k, size, p, tp, pos, concat):
     tok, detok = VideoTokenizer(o, 16), VideoDetokenizer(o, 16)
     x = torch.randn(2, t - k, 3, *size)
     ctx = torch.randn(2, k, 3, *size) if k else None
-    tokens = tok(x, ctx)
+    tokens, state = tok(x, ctx)
     slots = math.ceil(k / tp) + math.ceil((t - k) / tp)  # each part padded to whole time patches
-    assert tokens.shape == (2, slots * (size[0] // p) * (size[1] // p), 16)
-    assert detok(tokens, ctx).shape == (2, t - k, 3, *size)
+    assert tokens.shape == (2, slots * (size[0] // p) * (size[1] // p), 16) and state is None
+    assert detok(tokens, ctx, state).shape == (2, t - k, 3, *size)
 
 
 def test_kinetics600_preset_matches_the_paper():
@@ -72,10 +72,10 @@ def test_context_concat_gives_each_token_the_last_given_frame_at_its_pixels():
     o = VideoOptions(frames=6, context_frames=2, frame_size=16, patch_size=4, time_patch=2, context_concat=True)
     tok = VideoTokenizer(o, 8).eval()
     x, ctx = torch.randn(1, 4, 1, 16, 16), torch.randn(1, 2, 1, 16, 16)
-    base = tok(x, ctx)
+    base, _ = tok(x, ctx)
     ctx2 = ctx.clone()
     ctx2[:, -1, :, :4, :4] += 1.0  # change the last given frame in the top-left patch only
-    moved = (tok(x, ctx2) - base).abs().sum(-1)[0]
+    moved = (tok(x, ctx2)[0] - base).abs().sum(-1)[0]
     # predicted slots 0-1 then context slot 0, each 4 x 4 patches: only patch (0, 0) of every slot changes
     changed = (moved > 1e-6).reshape(3, 4, 4)
     assert changed[:, 0, 0].all() and changed.sum() == 3

@@ -25,7 +25,7 @@ class Tok(nn.Module):
         self.pos = nn.Parameter(torch.randn(o.length // o.patch, dim) * 0.02)
 
     def forward(self, x, context=None):
-        return self.proj(x.reshape(x.shape[0], -1, self.o.patch)) + self.pos
+        return self.proj(x.reshape(x.shape[0], -1, self.o.patch)) + self.pos, None
 
 
 class Detok(nn.Module):
@@ -33,7 +33,7 @@ class Detok(nn.Module):
         super().__init__()
         self.proj = nn.Linear(dim, o.patch)
 
-    def forward(self, tokens, context=None):
+    def forward(self, tokens, context=None, state=None):
         return self.proj(tokens).reshape(tokens.shape[0], 1, -1)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def token_view(values, x, options, state=None, context=None) -> np.ndarray:
-    from rinkit_plugins.image.view import gray, patch_heat
+    from rinkit.plugin import gray, patch_heat
     pm, pf = options.patch
     heat = patch_heat(values, gray(x), (options.n_mels // pm, options.frames // pf), (pm, pf))
     return np.ascontiguousarray(heat[:, ::-1])  # mel bin 0 at the bottom, as the writer's PNG

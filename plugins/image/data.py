@@ -1,18 +1,17 @@
 """Image datasets of the built-in plugin.
 
 `digits`: the 1,797 8x8 handwritten digits that ship inside scikit-learn (no download), 10
-classes, split once into a stratified 80 % train / 20 % test split with a fixed seed. Pixels
-0..16 map to [-1, 1]; other image sizes / channel counts are produced by resizing / repeating."""
+classes, split once into a stratified 80 % train / 20 % test split with a fixed seed
+(rinkit.plugin.digits_arrays). Pixels 0..16 map to [-1, 1]; other image sizes / channel counts
+are produced by resizing / repeating."""
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-DIGITS_SPLIT_SEED = 0
+from rinkit.plugin import digits_arrays  # the digits and their split: public, the video plugin uses them too
 
 
 class TensorImages(Dataset):
@@ -29,17 +28,6 @@ class TensorImages(Dataset):
         if self.hflip and torch.rand(()) < 0.5:
             x = x.flip(-1)
         return x, int(self.labels[i])
-
-
-@functools.lru_cache(maxsize=1)
-def digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0) * 2 - 1  # (N, 8, 8) in [-1, 1]
-    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, stratify=d.target,
-                                          random_state=DIGITS_SPLIT_SEED)
-    return {"train": (xtr, ytr), "test": (xte, yte)}
 
 
 def fit_images(x: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:

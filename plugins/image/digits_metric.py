@@ -1,6 +1,7 @@
 """digits-FID: a quality number that needs no download.
 
-A small CNN is trained deterministically on the digits train split; the Fréchet distance of its
+A small CNN (rinkit.plugin.digits_classifier, shared with the video plugin's moving-digits
+proxy) is trained deterministically on the digits train split; the Fréchet distance of its
 penultimate (64-d) features between generated samples and the held-out test split is the
 "digits-FID". Reference points (README): train split vs test split is the floor, pure noise the
 ceiling. For class-conditional samples the classifier's accuracy on the intended labels is
@@ -9,66 +10,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from rinkit.plugin import frechet_distance, gaussian_stats
-from rinkit_plugins.image.data import digits_arrays
-
-FEATURES = 64
-
-
-class DigitsNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1, stride=2), nn.ReLU(),  # 4x4
-            nn.Flatten(), nn.Linear(64 * 16, FEATURES), nn.ReLU())
-        self.head = nn.Linear(FEATURES, 10)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-@functools.lru_cache(maxsize=1)
-@torch.enable_grad()  # first use is often inside a no_grad sampling/eval context
-def digits_classifier(seed: int = 0, epochs: int = 30) -> DigitsNet:
-    """Trained once per process (~2 s on 2 cores), deterministically from `seed`."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = DigitsNet()
-    x, y = digits_arrays()["train"]
-    x, y = torch.from_numpy(x)[:, None], torch.from_numpy(y).long()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=g).split(64):
-            # one-pixel random shifts make the features care about shape, not exact position
-            xb = torch.roll(x[idx], shifts=tuple(torch.randint(-1, 2, (2,), generator=g).tolist()), dims=(2, 3))
-            loss = F.cross_entropy(net(xb), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval().requires_grad_(False)
-
-
-def to_digits(samples: torch.Tensor) -> torch.Tensor:
-    """Any (B, C, H, W) image batch in [-1, 1] -> (B, 1, 8, 8) as the classifier expects."""
-    x = samples.detach().float().cpu().clamp(-1, 1)
-    if x.shape[1] != 1:
-        x = x.mean(1, keepdim=True)
-    if x.shape[-2:] != (8, 8):
-        x = F.interpolate(x, size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
-    return x
-
-
-@torch.no_grad()
-def features(samples: torch.Tensor) -> np.ndarray:
-    net = digits_classifier()
-    return torch.cat([net.body(b) for b in to_digits(samples).split(512)]).double().numpy()
+from rinkit.plugin import digits_arrays, digits_classifier, digits_features, frechet_distance, gaussian_stats, to_digits
 
 
 @torch.no_grad()
@@ -80,11 +24,11 @@ def accuracy(samples: torch.Tensor, labels: torch.Tensor) -> float:
 @functools.lru_cache(maxsize=1)
 def reference_stats():
     x, _ = digits_arrays()["test"]
-    return gaussian_stats(features(torch.from_numpy(x)[:, None]))
+    return gaussian_stats(digits_features(torch.from_numpy(x)[:, None]))
 
 
 def digits_fid(samples: torch.Tensor) -> float:
-    return frechet_distance(*gaussian_stats(features(samples)), *reference_stats())
+    return frechet_distance(*gaussian_stats(digits_features(samples)), *reference_stats())
 
 
 class DigitsMetric:

@@ -11,8 +11,8 @@ is permutation-equivariant over points (tests/test_points.py checks it). Two tok
     centroid rather than from index 0, so the choice ignores the input order; each group = the
     k nearest points of its centre, embedded by a shared PointNet (MLP, max-pool) of the
     offsets, plus the centre's own coordinates (Fourier features -> MLP) as its position. The
-    tokenizer hands (points, centres) to the detokenizer as its state (the registry's
-    `(tokens, state)` contract): each point is decoded from the inverse-distance-weighted mix of
+    tokenizer hands (points, centres) to the detokenizer as its state (the `(tokens, state)`
+    contract of rinkit.plugin.Modality; the other tokenizers' state is None): each point is decoded from the inverse-distance-weighted mix of
     its 3 nearest group tokens (PointNet++ feature propagation) and its own coordinates.
 Every step treats points identically, so permuting the input permutes the output the same way.
 
@@ -79,7 +79,7 @@ class PointGroupTokenizer(nn.Module):
         self.centre = nn.Sequential(nn.Linear(self.fourier.dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.norm = layer_norm(dim)
 
-    def forward(self, x: torch.Tensor, context=None):
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         centres = gather(x, farthest_point_sample(x.detach(), self.g))           # (B, G, 3)
         knn = sqdist(centres.detach(), x.detach()).topk(self.k, dim=-1, largest=False).indices
         offsets = gather(x, knn) - centres[:, :, None]                            # (B, G, k, 3)
@@ -97,7 +97,7 @@ class PointGroupDetokenizer(nn.Module):
         self.point = nn.Linear(self.fourier.dim, dim)
         self.out = nn.Sequential(nn.GELU(), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 3))
 
-    def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, context, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, centres = state
         tokens = self.norm(tokens[:, :centres.shape[1]])
         d2, idx = sqdist(x.detach(), centres.detach()).topk(self.neighbours, dim=-1, largest=False)
@@ -126,14 +126,14 @@ class PointTokenizer(nn.Module):
             self.local = nn.Sequential(nn.GELU(), nn.Linear(dim, dim))
             self.norm = layer_norm(dim)
 
-    def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, None]:
         tokens = self.pos(self.fourier(x))
         if self.k > 0:
             k = min(self.k + 1, x.shape[1])  # + 1: a point is its own nearest neighbour
             knn = sqdist(x.detach(), x.detach()).topk(k, dim=-1, largest=False).indices[..., 1:]
             offsets = gather(x, knn) - x[:, :, None]                                   # (B, N, k, 3)
             tokens = tokens + self.norm(self.local(self.edge(offsets).max(2).values))  # max: sparse backward
-        return tokens
+        return tokens, None
 
 
 class PointDetokenizer(nn.Module):
@@ -145,7 +145,7 @@ class PointDetokenizer(nn.Module):
         self.norm = layer_norm(dim)
         self.proj = nn.Linear(dim, 3)
 
-    def forward(self, tokens: torch.Tensor, context=None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
         return self.proj(self.norm(tokens[:, :self.n]))
 
 

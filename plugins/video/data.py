@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from rinkit.plugin import IMAGE_EXTENSIONS, RinkitError
-from rinkit_plugins.image.data import digits_arrays
+from rinkit.plugin import IMAGE_EXTENSIONS, RinkitError, digits_arrays
 
 CLIPS = {"train": 16384, "test": 1024}  # clips per split (items are generated on the fly)
 SPLIT_STREAM = {"train": 0, "test": 1}

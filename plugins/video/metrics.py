@@ -6,7 +6,8 @@ prediction protocol). The I3D weights come from a local file only: RINKIT_I3D_WE
 `weights` argument); rinkit never downloads them.
 
 Moving-digits proxy (no download): each frame is cropped around the digit's centre of mass
-(a window of the digit's size) and read by the digits classifier of the image plugin.
+(a window of the digit's size) and read by the digits classifier (rinkit.plugin.digits_classifier,
+the network of the image plugin's digits-FID).
   video_digits_fid   Fréchet distance of the crops' features (predicted frames only) to the
                      same crops of held-out moving-digits clips
   video_class_keep   fraction of predicted frames classified as the clip's digit (its label,
@@ -25,8 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rinkit.plugin import RinkitError, frechet_distance, gaussian_stats
-from rinkit_plugins.image import digits_metric
+from rinkit.plugin import RinkitError, digits_classifier, digits_features, frechet_distance, gaussian_stats, to_digits
 from rinkit_plugins.video.data import bounce, digit_size, moving_digits
 
 I3D_ENV = "RINKIT_I3D_WEIGHTS"
@@ -89,7 +89,7 @@ class MovingDigitsMetric:
 
     def features(self, clips: torch.Tensor) -> np.ndarray:
         crops = digit_crops(clips.flatten(0, 1), self.d)
-        return digits_metric.features(crops)
+        return digits_features(crops)
 
     @functools.cached_property
     def reference(self):
@@ -116,13 +116,13 @@ class MovingDigitsMetric:
         b, t = samples.shape[:2]
         feats = self.features(samples)
         out = {"video_digits_fid": frechet_distance(*gaussian_stats(feats), *self.reference)}
-        net = digits_metric.digits_classifier()
+        net = digits_classifier()
         pred = net.head(torch.from_numpy(feats).float()).argmax(1).view(b, t)
         if labels is not None and (labels < 10).all():
             ref = labels.cpu().long()
         elif context is not None and context.shape[1] > 0:
             ctx = context.detach().float().cpu()
-            ref = net(digits_metric.to_digits(digit_crops(ctx.flatten(0, 1), self.d))).argmax(1)
+            ref = net(to_digits(digit_crops(ctx.flatten(0, 1), self.d))).argmax(1)
             ref = ref.view(b, -1).mode(1).values
         else:
             ref = pred.mode(1).values

@@ -50,7 +50,7 @@ class VideoTokenizer(PatchEmbed):
             v = F.pad(v, (0, 0, 0, 0, 0, pad))
         return self.embed(v)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         pos = self.pos()
         n_ctx = self.slots_ctx * self.per_slot
         if n_ctx and context is None:
@@ -60,7 +60,7 @@ class VideoTokenizer(PatchEmbed):
         tokens = self.embed_frames(x, last) + pos[n_ctx:]
         if n_ctx:
             tokens = torch.cat([tokens, self.embed_frames(context, last) + pos[:n_ctx]], dim=1)
-        return tokens
+        return tokens, None
 
 
 class VideoDetokenizer(PatchUnembed):
@@ -70,7 +70,7 @@ class VideoDetokenizer(PatchUnembed):
         super().__init__(opts.channels, dim, (opts.time_patch, p, p), grid)
         self.frames = frames
 
-    def forward(self, tokens: torch.Tensor, context=None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
         # the given frames' tokens (after the predicted ones) are not read out
         x = super().forward(tokens).transpose(1, 2)  # B, C, T, H, W -> B, T, C, H, W
         return x[:, :self.frames]

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def token_view(values, x, options, state=None, context=None) -> np.ndarray:
-    from rinkit_plugins.image.view import gray, patch_heat
+    from rinkit.plugin import gray, patch_heat
     p, tp = options.patch_size, options.time_patch
     h, w = options.size
     gh, gw = h // p, w // p

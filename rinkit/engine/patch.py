@@ -6,6 +6,9 @@ voxels): ViT's patch embedding and its readout, for 1-D, 2-D and 3-D grids.
 `PatchUnembed`: (B, N, D) -> LayerNorm -> linear to prod(patch)·C per token -> un-patchify to
                 (B, C, *size); only the first prod(grid) tokens are read out (extra tokens, e.g.
                 conditioning appended by the tokenizer, are not).
+Both are a modality's tokenizer / detokenizer as they stand, so they keep its contract
+(rinkit.hookspec.Modality): forward returns (tokens, None) and the readout takes (tokens, context,
+state); `embed` is the bare tensor path for subclasses.
 The layer names (`patch`, `norm`, `pos`; `norm`, `proj`) are the state-dict keys of the shipped
 weights; checkpoints saved before this layer existed under other names are mapped by
 `LEGACY_KEYS`, the one place that knows them. timm's `PatchEmbed` is 2-D only, so this is written
@@ -55,8 +58,8 @@ class PatchEmbed(nn.Module):
         """(B, C, *size) -> (B, N, D) normalised patch tokens, row-major, without positions."""
         return self.norm(self.patch(x).flatten(2).transpose(1, 2))
 
-    def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
-        return self.embed(x) + self.pos()
+    def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, None]:
+        return self.embed(x) + self.pos(), None
 
     @staticmethod
     def _legacy_keys(state_dict, prefix, *args) -> None:
@@ -72,7 +75,7 @@ class PatchUnembed(nn.Module):
         self.norm = layer_norm(dim)
         self.proj = nn.Linear(dim, math.prod(self.patch_size) * channels)
 
-    def forward(self, tokens: torch.Tensor, context=None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
         g, p, n = self.grid, self.patch_size, len(self.grid)
         x = self.proj(self.norm(tokens[:, :math.prod(g)]))
         # b (g0 g1 ..) (p0 p1 .. c) -> b c (g0 p0) (g1 p1) ..

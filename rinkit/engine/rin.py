@@ -21,14 +21,17 @@ so cost follows M, not N. Faithful to the official TF code (docs/method.md §2):
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
 from rinkit.engine.attention import BACKENDS, MultiHeadAttention
+from rinkit.errors import RinkitError
 
 LN_EPS = 1e-6
 INITS = ("official", "glorot")  # RIN.reset_parameters
@@ -257,6 +260,35 @@ class RIN(nn.Module):
         return x, z
 
 
+# The tokenizer contract (rinkit.hookspec.Modality), one type for every modality, as
+# nn.MultiheadAttention returns (output, weights or None): tokenizer(x, context) -> (tokens,
+# state), state None unless the detokenizer needs per-example data from the input (a point
+# cloud's grouping); detokenizer(tokens, context, state) -> x's shape.
+EXPECTED_TOKENS = "(tokens, state), state None when unused (`return tokens, None`)"
+
+
+def tokens_and_state(out: Any, tokenizer: Any) -> tuple[torch.Tensor, Any]:
+    """A tokenizer's output, checked: the one place that tests its type. A bare tensor (the
+    form before one type) would otherwise unpack along the batch when B is 2."""
+    if isinstance(out, tuple) and len(out) == 2 and torch.is_tensor(out[0]):
+        return out
+    got = ("a tensor" if torch.is_tensor(out) else type(out).__name__ if not isinstance(out, tuple)
+           else f"a tuple of {len(out)}" if len(out) != 2 else f"({type(out[0]).__name__}, state)")
+    raise RinkitError(f"tokenizer {type(tokenizer).__name__} returned {got}; expected {EXPECTED_TOKENS}")
+
+
+def check_detokenizer(detokenizer: Any) -> None:
+    """The detokenizer takes the tokenizer's state as its third argument (None when unused)."""
+    forward = getattr(detokenizer, "forward", detokenizer)
+    try:
+        inspect.signature(forward).bind(None, None, None)
+    except TypeError:
+        raise RinkitError(f"detokenizer {type(detokenizer).__name__}.forward{inspect.signature(forward)} takes "
+                          "no state; expected forward(tokens, context, state), state None when unused") from None
+    except ValueError:  # no signature to read (a builtin): the first call will tell
+        pass
+
+
 class EstimateEmbedding(nn.Module):
     """x0 self-conditioning on the interface (optional): the previous x_0 estimate, tokenised by
     a second copy of the modality's tokenizer, is added to the interface tokens through a
@@ -271,9 +303,9 @@ class EstimateEmbedding(nn.Module):
         nn.init.zeros_(self.norm.bias)
 
     def forward(self, x0: torch.Tensor, context=None) -> torch.Tensor:
-        tokens = self.tokenizer(x0, context)
-        if isinstance(tokens, tuple):
-            raise ValueError("x0 self-conditioning needs a tokenizer that returns plain tokens "
+        tokens, state = tokens_and_state(self.tokenizer(x0, context), self.tokenizer)
+        if state is not None:
+            raise ValueError("x0 self-conditioning needs a tokenizer without state "
                              "(this one groups its input, so an estimate's tokens would not line up)")
         return self.norm(tokens)
 
@@ -287,6 +319,7 @@ class Denoiser(nn.Module):
     def __init__(self, tokenizer: nn.Module, core: RIN, detokenizer: nn.Module,
                  estimate: EstimateEmbedding | None = None):
         super().__init__()
+        check_detokenizer(detokenizer)
         self.tokenizer, self.core, self.detokenizer = tokenizer, core, detokenizer
         self.estimate = estimate
         if core.init == "official":
@@ -308,12 +341,9 @@ class Denoiser(nn.Module):
 
     def forward(self, x_t: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
                 prev_latents: torch.Tensor | None = None, context=None, prev_x0: torch.Tensor | None = None):
-        tokens = self.tokenizer(x_t, context)
-        # A tokenizer may return (tokens, state): per-example state its detokenizer needs to
-        # map tokens back (e.g. which points formed which group). Plain tensors are unchanged.
-        state = None
-        if isinstance(tokens, tuple):
-            tokens, state = tokens
+        # state: per-example data the detokenizer needs to map tokens back (which points formed
+        # which group), None for most modalities
+        tokens, state = tokens_and_state(self.tokenizer(x_t, context), self.tokenizer)
         if self.estimate is not None:
             tokens = tokens + self.estimate(torch.zeros_like(x_t) if prev_x0 is None else prev_x0, context)
         elif prev_x0 is not None:
@@ -326,5 +356,5 @@ class Denoiser(nn.Module):
                 raise ValueError("model.write_context needs a modality whose tokenizer appends "
                                  "conditioning tokens (e.g. video with context_frames > 0)")
         tokens, latents = self.core(tokens, gamma, labels, prev_latents, n_cond)
-        out = self.detokenizer(tokens, context) if state is None else self.detokenizer(tokens, context, state)
+        out = self.detokenizer(tokens, context, state)
         return out, latents

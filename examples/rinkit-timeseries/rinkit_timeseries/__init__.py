@@ -40,7 +40,8 @@ def sample_shape(o: Options) -> tuple[int, ...]:
 
 class Tokenizer(nn.Module):
     """(B, C, L) -> (B, L / patch, D): token n holds steps [n*patch, (n+1)*patch) of every channel,
-    plus a fixed sin-cos code of n (a wave's phase is only readable if tokens know where they are)."""
+    plus a fixed sin-cos code of n (a wave's phase is only readable if tokens know where they are).
+    Returns (tokens, state) as every tokenizer does; this one keeps no state for its detokenizer."""
 
     def __init__(self, o: Options, dim: int):
         super().__init__()
@@ -51,7 +52,7 @@ class Tokenizer(nn.Module):
     def forward(self, x, context=None):
         b, c, _ = x.shape
         patches = x.reshape(b, c, -1, self.o.patch).permute(0, 2, 1, 3).flatten(2)  # B, N, C*patch
-        return self.proj(patches) + self.pos
+        return self.proj(patches) + self.pos, None
 
 
 class Detokenizer(nn.Module):
@@ -63,7 +64,7 @@ class Detokenizer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, o.channels * o.patch)
 
-    def forward(self, tokens, context=None):
+    def forward(self, tokens, context=None, state=None):
         n = self.o.length // self.o.patch
         x = self.proj(self.norm(tokens[:, :n]))  # read only the tokens it made
         return x.unflatten(2, (self.o.channels, self.o.patch)).permute(0, 2, 1, 3).flatten(2)
