@@ -31,13 +31,13 @@ def references(preset: str, n: int, overrides: list[str], with_emd: bool = True,
 
 
 def references_for(cfg, n: int, with_emd: bool = True, real_only: bool = False) -> dict[str, dict[str, float]]:
-    from rinkit.config import modality_options
-    from rinkit.registry import get_dataset
+    from rinkit.build import resolve
     from rinkit_plugins.points.metrics import PointMetric
     g = torch.Generator().manual_seed(0)
-    o = modality_options(cfg)
+    r = resolve(cfg)
+    o = r.options
     metric = PointMetric(cfg.modality, o, cfg.data, with_emd=with_emd)
-    ds = get_dataset(cfg.modality, cfg.data.dataset).build(o, cfg.data, "train")
+    ds = r.dataset.build(o, cfg.data, "train")
     x = torch.stack([ds[i][0] for i in range(n)])
     if cfg.modality == "voxels":
         flip = lambda p: torch.where(torch.rand(x.shape, generator=g) < p, -x, x)  # noqa: E731
@@ -63,14 +63,14 @@ def references_for(cfg, n: int, with_emd: bool = True, real_only: bool = False) 
 def model_row(ckpt: str, n: int, with_emd: bool = True, device: str = "auto") -> tuple[str, dict[str, float]]:
     """(row name, metrics) of a checkpoint's EMA model on n class-balanced samples (sampling seed 1,
     as the trainer's evaluation), scored against the same held-out clouds as the references."""
-    from rinkit.config import modality_options
+    from rinkit.build import resolve
     from rinkit.sampling import balanced_labels, generate, load_for_sampling
     from rinkit_plugins.points.metrics import PointMetric
     model, cfg, dev = load_for_sampling(ckpt, device)
     k = cfg.model.num_classes
     labels = balanced_labels(-(-n // k), k, "cpu")[:n] if k else None
     x = generate(model, cfg, n, labels, 1, dev)
-    metric = PointMetric(cfg.modality, modality_options(cfg), cfg.data, with_emd=with_emd)
+    metric = PointMetric(cfg.modality, resolve(cfg).options, cfg.data, with_emd=with_emd)
     return f"model: {ckpt}", metric(x.cpu())
 
 

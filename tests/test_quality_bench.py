@@ -14,14 +14,18 @@ from benchmarks.models import adm_unet  # noqa: E402
 from benchmarks.quality import eval_steps, main  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """`--threads 1` sets torch's process-wide thread count: put it back after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_quality_benchmark_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "quality_digits"
-    threads = torch.get_num_threads()
-    try:
-        rc = main(["--budget", "1.5", "--eval-samples", "20", "--points", "2", "--sample-steps", "3",
-                   "--calib-steps", "2", "--threads", "1", "--out", str(out)])
-    finally:
-        torch.set_num_threads(threads)
+    rc = main(["--budget", "1.5", "--eval-samples", "20", "--points", "2", "--sample-steps", "3",
+               "--calib-steps", "2", "--threads", "1", "--out", str(out)])
     assert rc == 0
     for ext in (".json", ".md", ".png"):
         assert (tmp_path / f"quality_digits{ext}").stat().st_size > 0
@@ -119,66 +123,58 @@ def test_quality_benchmark_real_fid_on_a_fashion_preset(tmp_path, monkeypatch, c
     args = ["--preset", "fashion-mnist", "--set", *TINY_FASHION, f"data.path={data}", "--steps", "2", "3",
             "--points", "2", "--eval-samples", "6", "--proxy-samples", "4", "--sample-steps", "2",
             "--unet-width", "0.34", "--grid-per-class", "1", "--threads", "1", "--out", str(out)]
-    threads = torch.get_num_threads()
-    try:
-        assert main(args) == 0
-        res = json.loads((tmp_path / "q.json").read_text())
-        assert res["metric"]["key"] == "fid" and res["metric"]["protocol_samples"] == 6
-        assert res["settings"]["budget_basis"]["kind"] == "fixed steps"
-        rin, unet = res["models"]
-        assert rin["kind"] == "rin" and unet["kind"] == "unet" and unet["name"].startswith("U-Net ADM-28")
-        assert [m["total_steps"] for m in res["models"]] == [2, 3]
-        for m in (rin, unet):
-            first, last = m["points"]
-            assert (first["samples"], first["proxy"]) == (4, True) and (last["samples"], last["proxy"]) == (6, False)
-            assert all(math.isfinite(p["fid"]) and p["fid"] > 0 for p in m["points"])
-            assert 0 <= last["precision"] <= 1 and 0 <= last["recall"] <= 1  # protocol-size sets only
-            assert "precision" not in first
-        ref = res["reference"]
-        assert set(ref) >= {"train_vs_test", "noise", "class_means"} and ref["samples"] == 6
-        assert ref["train_vs_test"] < ref["noise"]  # real images are closer to real images than noise is
-        cached = list((tmp_path / "cache" / "fid").glob("fashion-mnist-*-test-28x28x1-pad-*.npz"))
-        assert len(cached) == 1
-        from rinkit.evaluate.fid import load_ref
-        stats = load_ref(cached[0])
-        assert stats.n == 12 and stats.image_shape == (28, 28, 1) and stats.min_samples == 6
-        md = (tmp_path / "q.md").read_text()
-        assert "| FID |" in md and "4 (proxy)" in md and "U-Net ADM-28" in md
-        from PIL import Image
-        with Image.open(tmp_path / "q_samples.png") as im:  # two 10-row grids side by side
-            assert im.width > 2 * im.height / 10 and im.height >= 10 * 28
-        # the protocol's sample count is enforced at the end, before any training
-        assert main([*args[:-2], "--eval-samples", "5", "--out", str(tmp_path / "bad")]) == 2
-        assert "protocol needs at least 6 samples" in capsys.readouterr().err
-        assert not (tmp_path / "bad.json").exists()
-    finally:
-        torch.set_num_threads(threads)
+    assert main(args) == 0
+    res = json.loads((tmp_path / "q.json").read_text())
+    assert res["metric"]["key"] == "fid" and res["metric"]["protocol_samples"] == 6
+    assert res["settings"]["budget_basis"]["kind"] == "fixed steps"
+    rin, unet = res["models"]
+    assert rin["kind"] == "rin" and unet["kind"] == "unet" and unet["name"].startswith("U-Net ADM-28")
+    assert [m["total_steps"] for m in res["models"]] == [2, 3]
+    for m in (rin, unet):
+        first, last = m["points"]
+        assert (first["samples"], first["proxy"]) == (4, True) and (last["samples"], last["proxy"]) == (6, False)
+        assert all(math.isfinite(p["fid"]) and p["fid"] > 0 for p in m["points"])
+        assert 0 <= last["precision"] <= 1 and 0 <= last["recall"] <= 1  # protocol-size sets only
+        assert "precision" not in first
+    ref = res["reference"]
+    assert set(ref) >= {"train_vs_test", "noise", "class_means"} and ref["samples"] == 6
+    assert ref["train_vs_test"] < ref["noise"]  # real images are closer to real images than noise is
+    cached = list((tmp_path / "cache" / "fid").glob("fashion-mnist-*-test-28x28x1-pad-*.npz"))
+    assert len(cached) == 1
+    from rinkit.evaluate.fid import load_ref
+    stats = load_ref(cached[0])
+    assert stats.n == 12 and stats.image_shape == (28, 28, 1) and stats.min_samples == 6
+    md = (tmp_path / "q.md").read_text()
+    assert "| FID |" in md and "4 (proxy)" in md and "U-Net ADM-28" in md
+    from PIL import Image
+    with Image.open(tmp_path / "q_samples.png") as im:  # two 10-row grids side by side
+        assert im.width > 2 * im.height / 10 and im.height >= 10 * 28
+    # the protocol's sample count is enforced at the end, before any training
+    assert main([*args[:-2], "--eval-samples", "5", "--out", str(tmp_path / "bad")]) == 2
+    assert "protocol needs at least 6 samples" in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_calibration_alternates_and_records_the_budget_basis(tmp_path, capsys):
     """--calibrate times both models in one process (alternating bursts) and records wall and
     CPU rates with the load; a run given --rates converts the budget with them and says so."""
-    threads = torch.get_num_threads()
-    try:
-        assert main(["--calibrate", "--calib-steps", "4", "--threads", "1", "--out", str(tmp_path / "cal")]) == 0
-        cal = json.loads((tmp_path / "cal.json").read_text())
-        assert cal["models"] == ["RIN digits", "U-Net ADM-8"] and cal["steps"] == [4, 4]
-        assert all(r > 0 for r in cal["rates"] + cal["cpu_rates"]) and len(cal["loadavg"]) == 2 * 4 + 1
-        # peak memory per model: at least its weights, gradients and Adam's two moments
-        assert all(mb > 4 * n * 4 / 2 ** 20 for mb, n in zip(cal["train_peak_mb"], cal["params"]))
-        assert "steps/CPU-s" in capsys.readouterr().out
-        # one model, its rate given: steps = budget x rate
-        assert main(["--models", "rin", "--rates", "2.5", "--budget", "2", "--points", "1", "--eval-samples", "20",
-                     "--sample-steps", "2", "--grid-per-class", "0", "--threads", "1",
-                     "--rates-note", "measured quiet", "--out", str(tmp_path / "q")]) == 0
-        res = json.loads((tmp_path / "q.json").read_text())
-        (rin,) = res["models"]
-        assert rin["kind"] == "rin" and rin["total_steps"] == 5
-        basis = res["settings"]["budget_basis"]
-        assert basis["kind"] == "given rates" and basis["rates"][0] == 2.5 and "measured quiet" in basis["text"]
-        assert not (tmp_path / "q_samples.png").exists()
-    finally:
-        torch.set_num_threads(threads)
+    assert main(["--calibrate", "--calib-steps", "4", "--threads", "1", "--out", str(tmp_path / "cal")]) == 0
+    cal = json.loads((tmp_path / "cal.json").read_text())
+    assert cal["models"] == ["RIN digits", "U-Net ADM-8"] and cal["steps"] == [4, 4]
+    assert all(r > 0 for r in cal["rates"] + cal["cpu_rates"]) and len(cal["loadavg"]) == 2 * 4 + 1
+    # peak memory per model: at least its weights, gradients and Adam's two moments
+    assert all(mb > 4 * n * 4 / 2 ** 20 for mb, n in zip(cal["train_peak_mb"], cal["params"]))
+    assert "steps/CPU-s" in capsys.readouterr().out
+    # one model, its rate given: steps = budget x rate
+    assert main(["--models", "rin", "--rates", "2.5", "--budget", "2", "--points", "1", "--eval-samples", "20",
+                 "--sample-steps", "2", "--grid-per-class", "0", "--threads", "1",
+                 "--rates-note", "measured quiet", "--out", str(tmp_path / "q")]) == 0
+    res = json.loads((tmp_path / "q.json").read_text())
+    (rin,) = res["models"]
+    assert rin["kind"] == "rin" and rin["total_steps"] == 5
+    basis = res["settings"]["budget_basis"]
+    assert basis["kind"] == "given rates" and basis["rates"][0] == 2.5 and "measured quiet" in basis["text"]
+    assert not (tmp_path / "q_samples.png").exists()
 
 
 def test_runs_of_one_protocol_combine_into_one_result(tmp_path, capsys):
@@ -186,24 +182,20 @@ def test_runs_of_one_protocol_combine_into_one_result(tmp_path, capsys):
     side-by-side grid; runs of different protocols are refused."""
     common = ["--budget", "1", "--points", "1", "--eval-samples", "20", "--sample-steps", "2", "--threads", "1",
               "--grid-per-class", "1"]
-    threads = torch.get_num_threads()
-    try:
-        assert main([*common, "--models", "rin", "--steps", "3", "--out", str(tmp_path / "a")]) == 0
-        assert main([*common, "--models", "unet", "--steps", "2", "--out", str(tmp_path / "b")]) == 0
-        assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "ab")]) == 0
-        res = json.loads((tmp_path / "ab.json").read_text())
-        assert [m["kind"] for m in res["models"]] == ["rin", "unet"]
-        assert [m["total_steps"] for m in res["models"]] == [3, 2] and len(res["parts"]) == 2
-        from PIL import Image
-        with Image.open(tmp_path / "ab_samples.png") as ab, Image.open(tmp_path / "a_samples.png") as a:
-            assert ab.width > 2 * a.width
-        md = (tmp_path / "ab.md").read_text()
-        assert "| RIN digits |" in md and "| U-Net ADM-8 |" in md
-        assert main([*common, "--models", "unet", "--steps", "2", "--eval-samples", "22", "--out", str(tmp_path / "c")]) == 0
-        assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--out", str(tmp_path / "ac")]) == 2
-        assert "does not share" in capsys.readouterr().err
-    finally:
-        torch.set_num_threads(threads)
+    assert main([*common, "--models", "rin", "--steps", "3", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--models", "unet", "--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "ab")]) == 0
+    res = json.loads((tmp_path / "ab.json").read_text())
+    assert [m["kind"] for m in res["models"]] == ["rin", "unet"]
+    assert [m["total_steps"] for m in res["models"]] == [3, 2] and len(res["parts"]) == 2
+    from PIL import Image
+    with Image.open(tmp_path / "ab_samples.png") as ab, Image.open(tmp_path / "a_samples.png") as a:
+        assert ab.width > 2 * a.width
+    md = (tmp_path / "ab.md").read_text()
+    assert "| RIN digits |" in md and "| U-Net ADM-8 |" in md
+    assert main([*common, "--models", "unet", "--steps", "2", "--eval-samples", "22", "--out", str(tmp_path / "c")]) == 0
+    assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--out", str(tmp_path / "ac")]) == 2
+    assert "does not share" in capsys.readouterr().err
 
 
 def test_quality_benchmark_points_end_to_end_tiny(tmp_path, capsys):
@@ -211,16 +203,12 @@ def test_quality_benchmark_points_end_to_end_tiny(tmp_path, capsys):
     PVD-style PVCNN, each scored by 1-NNA-CD against held-out clouds, the reference rows at the
     same sample count, and the class-row renders side by side."""
     out = tmp_path / "quality_points"
-    threads = torch.get_num_threads()
     tiny = ["model.interface_dim=16", "model.latent_dim=32", "model.num_latents=4", "model.blocks=1",
             "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2", "train.batch_size=8",
             "train.warmup_steps=1", "modality_options.num_points=64"]
-    try:
-        rc = main(["--modality", "points", "--budget", "0.5", "--eval-samples", "8", "--points", "2",
-                   "--sample-steps", "2", "--calib-steps", "2", "--threads", "1", "--unet-width", "0.25",
-                   "--grid-per-class", "2", "--out", str(out), "--set", *tiny])
-    finally:
-        torch.set_num_threads(threads)
+    rc = main(["--modality", "points", "--budget", "0.5", "--eval-samples", "8", "--points", "2",
+               "--sample-steps", "2", "--calib-steps", "2", "--threads", "1", "--unet-width", "0.25",
+               "--grid-per-class", "2", "--out", str(out), "--set", *tiny])
     assert rc == 0
     res = json.loads((tmp_path / "quality_points.json").read_text())
     assert res["modality"] == "points" and res["settings"]["preset"] == "points-shapes"
@@ -286,13 +274,9 @@ def test_quality_benchmark_video_end_to_end_tiny(tmp_path, monkeypatch):
     test clips'), scored by the moving-digits proxy with its reference rows, film strips side by side."""
     seen = _record_contexts(monkeypatch)
     out = tmp_path / "qv"
-    threads = torch.get_num_threads()
-    try:
-        rc = main(["--modality", "video", "--steps", "3", "2", "--points", "2", "--eval-samples", "4",
-                   "--sample-steps", "2", "--threads", "1", "--unet-width", "0.25", "--grid-per-class", "3",
-                   "--out", str(out), "--set", *TINY_RIN])
-    finally:
-        torch.set_num_threads(threads)
+    rc = main(["--modality", "video", "--steps", "3", "2", "--points", "2", "--eval-samples", "4",
+               "--sample-steps", "2", "--threads", "1", "--unet-width", "0.25", "--grid-per-class", "3",
+               "--out", str(out), "--set", *TINY_RIN])
     assert rc == 0
     res = json.loads((tmp_path / "qv.json").read_text())
     assert res["modality"] == "video" and res["settings"]["preset"] == "video-digits"
@@ -336,14 +320,10 @@ def test_quality_benchmark_audio_end_to_end_tiny(tmp_path):
     classifier's FD and accuracy with the training-clip and noise reference rows, spectrogram
     grids side by side."""
     out = tmp_path / "qa"
-    threads = torch.get_num_threads()
-    try:
-        rc = main(["--modality", "audio", "--steps", "3", "2", "--points", "2", "--eval-samples", "8",
-                   "--sample-steps", "2", "--threads", "1", "--unet-width", "0.34", "--grid-per-class", "2",
-                   "--out", str(out), "--set", *TINY_RIN, "modality_options.n_mels=32",
-                   "modality_options.hop_length=500"])
-    finally:
-        torch.set_num_threads(threads)
+    rc = main(["--modality", "audio", "--steps", "3", "2", "--points", "2", "--eval-samples", "8",
+               "--sample-steps", "2", "--threads", "1", "--unet-width", "0.34", "--grid-per-class", "2",
+               "--out", str(out), "--set", *TINY_RIN, "modality_options.n_mels=32",
+               "modality_options.hop_length=500"])
     assert rc == 0
     res = json.loads((tmp_path / "qa.json").read_text())
     assert res["modality"] == "audio" and res["settings"]["preset"] == "audio-synth"
