@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from torch import nn
@@ -125,12 +126,18 @@ def rin_entry(preset: str, overrides: list[str] | None = None) -> Entry:
                  sample_shape(cfg), cfg.model.num_classes, note=" ".join(overrides or []))
 
 
+def without_self_cond(diffusion):
+    """The same objective, schedules and dropouts as the RIN a baseline is compared with (a copy,
+    so a field Diffusion gains carries over), minus self-conditioning: a U-Net has no latents."""
+    d = copy.copy(diffusion)
+    d.self_cond_rate, d.self_cond_x0 = 0.0, False
+    return d
+
+
 def unet_entry(image_size: int, channels: int, num_classes: int, diffusion, width: float = 1.0,
                depth: int | None = None) -> Entry:
-    from rinkit.diffusion import Diffusion
-    # the same objective and schedules as the RIN it is compared with, minus self-conditioning
-    d = Diffusion(diffusion.train_schedule, diffusion.sample_schedule, diffusion.pred, diffusion.b,
-                  0.0, diffusion.cond_dropout, num_classes)
+    d = without_self_cond(diffusion)
+    d.num_classes = num_classes
     cfg = ADM[image_size] if image_size in ADM else {"source": f"ADM {image_size}"}
     name = f"U-Net ADM-{image_size}" + (f" (width {width:g})" if width != 1.0 or depth else "")
     return Entry(name, "unet", lambda: adm_unet(image_size, channels, num_classes, width, depth), d,

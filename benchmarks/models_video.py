@@ -187,16 +187,13 @@ def video_unet_entry(preset="video-digits", overrides: list[str] | None = None, 
     """A benchmarks.models.Entry for a video preset's task (a preset name and overrides, or a
     config): the U-Net trained with the preset's objective, schedules and context dropout, minus
     self-conditioning."""
-    from benchmarks.models import Entry
+    from benchmarks.models import Entry, without_self_cond
     from rinkit.build import build_diffusion, resolve
     from rinkit.config import load_config
-    from rinkit.diffusion import Diffusion
     cfg = resolve(load_config(preset, None, list(overrides or [])) if isinstance(preset, str) else preset)
     if cfg.modality != "video":
         raise RinkitError(f"preset {cfg.name!r} is not a video preset (modality {cfg.modality!r})")
-    opts, d = cfg.options, build_diffusion(cfg)
-    diffusion = Diffusion(train_schedule=d.train_schedule, sample_schedule=d.sample_schedule, pred=d.pred,
-                          input_scale=d.b, self_cond_rate=0.0, context_dropout=d.context_dropout)
+    opts, diffusion = cfg.options, without_self_cond(build_diffusion(cfg))
     name = "U-Net VDM" + (f" (width {width:g})" if width != 1.0 or depth else "")
     return Entry(name, "unet", lambda: video_unet(opts, width, depth), diffusion, cfg.sample_shape, 0,
                  note="VDM space-time layout scaled to the preset")

@@ -344,20 +344,20 @@ class Training:
         from rinkit.build import resolve
         from rinkit.train.data import StepBatchSampler
         from rinkit.train.optim import EMA, build_optimizer
+        cfg = resolve(cfg)  # read through below: options, dataset, the plugin's condition
         self.entry, self.cfg, self.device, self.seed, self.total = entry, cfg, device, seed, total_steps
         t = cfg.train
         torch.manual_seed(seed)
         self.model = entry.build().to(device).train()
         self.ema = EMA(self.model, t.ema_decay)
         self.opt = build_optimizer(self.model, t.optimizer, t.lr, t.weight_decay, t.betas)
-        r = resolve(cfg)
-        ds = r.dataset.build(r.options, cfg.data, "train")
+        ds = cfg.dataset.build(cfg.options, cfg.data, "train")
         sampler = StepBatchSampler(len(ds), t.batch_size, seed, total_steps=total_steps)
         self.batches = iter(DataLoader(ds, batch_sampler=sampler, num_workers=0,
                                        generator=torch.Generator().manual_seed(seed)))
         self.step, self.bad, self.losses = 0, 0, []
         self.params = sum(p.numel() for p in self.model.parameters())
-        self.condition = r.impl.condition  # e.g. video: (frames to predict, given frames, loss mask)
+        self.condition = cfg.impl.condition  # e.g. video: (frames to predict, given frames, loss mask)
 
     def train_step(self) -> None:
         from rinkit.train.distributed import shard_seed
@@ -473,11 +473,11 @@ def sample_label(n: int) -> str:
 def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eval_samples: int,
               proxy_samples: int, metric: Metric, sampler_over: dict, eval_batch: int, grid_per_class: int = 0,
               save: str | Path | None = None, log=print) -> tuple[dict, tuple | None]:
-    """Train one model for `total` steps, evaluating at `points` steps; (its results, its grid)."""
-    from rinkit.build import resolve
+    """Train one model for `total` steps, evaluating at `points` steps; (its results, its grid).
+    `cfg`: the resolved config models_for gives (options, condition and shapes read from it)."""
     from rinkit.evaluate.metrics import evaluate_metrics
     from rinkit.sampling import balanced_labels, conditioning_examples, generate
-    flops = flops_per_example(entry, cfg.train.batch_size, resolve(cfg).context_shape)
+    flops = flops_per_example(entry, cfg.train.batch_size, cfg.context_shape)
     load_start = loadavg()
     run = Training(entry, cfg, device, seed, total)
     log(f"{entry.name}: {run.params / 1e6:.3f}M params, {flops['forward'] / 1e6:.2f} MFLOPs/example forward, "
@@ -508,7 +508,7 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
             f"{metric.label}-{sample_label(n)}{' (proxy)' if proxy else ''} {res[metric.key]:.2f}"
             + "".join(f", {k} {res[k]:.3f}" for k in metric.extra if k in res) + f" (eval {took:.1f} s)")
     grid = None
-    if grid_per_class and (cfg.model.num_classes or resolve(cfg).impl.condition):
+    if grid_per_class and (cfg.model.num_classes or cfg.impl.condition):
         # class-balanced, or (a frame-conditional model without classes) grid_per_class held-out
         # examples' given data: the same labels, given frames and noise seeds for every model
         k = cfg.model.num_classes

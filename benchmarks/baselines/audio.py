@@ -34,13 +34,11 @@ def spectrogram_unet(shape: tuple[int, int, int], num_classes: int = 0, width: f
 def unet_entry(cfg, width: float = 1.0, depth: int | None = None):
     """An `Entry` (benchmarks/models.py) for an audio config: the same objective, schedules and label
     dropout as the config's RIN, minus self-conditioning (a U-Net has no latents to carry)."""
-    from benchmarks.models import Entry
+    from benchmarks.models import Entry, without_self_cond
     from rinkit.build import build_diffusion, sample_shape
-    from rinkit.diffusion import Diffusion
     if cfg.modality != "audio":
         raise ValueError(f"the spectrogram U-Net is for audio; config {cfg.name!r} is {cfg.modality}")
-    d = build_diffusion(cfg)
-    d = Diffusion(d.train_schedule, d.sample_schedule, d.pred, d.b, 0.0, d.cond_dropout, d.num_classes)
+    d = without_self_cond(build_diffusion(cfg))
     shape, k = tuple(sample_shape(cfg)), cfg.model.num_classes
     name = "U-Net ADM-spectrogram" + (f" (width {width:g})" if width != 1.0 or depth else "")
     return Entry(name, "unet", lambda: spectrogram_unet(shape, k, width, depth), d, shape, k,

@@ -183,13 +183,11 @@ def pvcnn_entry(cfg, width: int = 32):
     """An `Entry` (benchmarks/models.py) for the PVD-style baseline of a points config: the same
     objective, schedules and label dropout as the config's RIN, minus self-conditioning (it has no
     latents to carry)."""
-    from benchmarks.models import Entry
+    from benchmarks.models import Entry, without_self_cond
     from rinkit.build import build_diffusion, sample_shape
-    from rinkit.diffusion import Diffusion
     if cfg.modality != "points":
         raise ValueError(f"the PVCNN baseline is for point clouds; config {cfg.name!r} is {cfg.modality}")
-    d = build_diffusion(cfg)
-    d = Diffusion(d.train_schedule, d.sample_schedule, d.pred, d.b, 0.0, d.cond_dropout, d.num_classes)
+    d = without_self_cond(build_diffusion(cfg))
     k = cfg.model.num_classes
     return Entry(f"PVCNN (PVD-style, width {width})", "pvcnn", lambda: PVCNNDenoiser(k, width), d,
                  sample_shape(cfg), k, note="PVD's PVCNN2 layout scaled to 256 points")
