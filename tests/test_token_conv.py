@@ -110,3 +110,12 @@ def test_off_by_default_and_refused_where_there_is_no_grid():
         build_model(load_config("points-shapes", None, ["model.conv_kernel_size=3"]))
     with pytest.raises(RinkitError, match="conv_kernel_size 4 is even"):
         load_config("digits", None, ["model.conv_kernel_size=4"])
+
+
+@pytest.mark.parametrize("extra", [["model.conv_kernel_size=3"], ["model.write_context=true"],
+                                   ["diffusion.self_cond_x0=true"]])
+def test_info_counts_every_parameter_of_the_optional_parts(extra):
+    from rinkit.info import model_info
+    cfg = load_config("video-digits", None, [*VIDEO, *extra])
+    info = model_info(cfg)
+    assert info["params"] == sum(p.numel() for p in build_model(cfg).parameters())
