@@ -81,12 +81,12 @@ Protocol
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
