@@ -81,6 +81,7 @@ Protocol
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -750,21 +751,34 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
 def run_calibration(preset: str, overrides: list[str] | None = None, modality: str | None = None,
                     unet_width: float = 1.0, calib_steps: int = 40, rounds: int = 4, threads: int | None = None,
                     seed: int | None = None, device: str = "auto", wait: float | None = None, out=None,
-                    command: str = "", models: list[str] | None = None, log=print) -> dict:
+                    command: str = "", models: list[str] | None = None, variants: list[str] | None = None,
+                    log=print) -> dict:
     """--calibrate: steps/s of RIN and the baseline (or those in `models`), alternating in this
-    process, optionally after waiting for a quiet machine; written to <out>.json for later --rates."""
+    process, optionally after waiting for a quiet machine; written to <out>.json for later --rates.
+    With `variants` (each a space-separated KEY=VALUE list, "" = none): RIN under each instead, and
+    each one's steps/CPU-s relative to the first's, so a recipe row's equal-time rate follows from
+    one quiet calibration of the first (CPU time: a shared core stretches wall time, not CPU time)."""
     from rinkit.train.distributed import pick_device
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
-    _, pairs = models_for(preset, overrides or [], modality, unet_width)
-    pairs = [(e, c) for e, c in pairs if role(e) in (models or ["rin", "unet"])]
+    if variants:
+        pairs = []
+        for v in variants:
+            entry, cfg = models_for(preset, [*(overrides or []), *v.split()], modality, unet_width)[1][0]
+            pairs.append((dataclasses.replace(entry, name=f"{entry.name} [{v or 'as preset'}]"), cfg))
+    else:
+        _, pairs = models_for(preset, overrides or [], modality, unet_width)
+        pairs = [(e, c) for e, c in pairs if role(e) in (models or ["rin", "unet"])]
     seed = pairs[0][1].train.seed if seed is None else seed
     waited = wait_quiet(wait, log) if wait is not None else None
     cal = calibrate_all(pairs, dev, seed, calib_steps, rounds)
     res = {"command": command, "machine": machine(), "preset": preset, "overrides": overrides or [],
            "unet_width": unet_width, "models": [e.name for e, _ in pairs], "batch": pairs[0][1].train.batch_size,
            "load_when_started": waited, **cal}
+    if variants:
+        res["variants"] = variants
+        res["cpu_rate_vs_first"] = [r / cal["cpu_rates"][0] for r in cal["cpu_rates"]]
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(f"{out}.json").write_text(json.dumps(res, indent=1))
@@ -851,6 +865,8 @@ def calibration_table(res: dict) -> str:
                                              res["steps"], res["seconds"], res["cpu_seconds"],
                                              res.get("train_peak_mb", nan)):
         lines.append(f"| {name} | {n_p / 1e6:.2f}M | {r:.3f} | {rc:.3f} | {n} | {s:.1f} | {c:.1f} | {mb:.0f} |")
+    if "cpu_rate_vs_first" in res:
+        lines += ["", "steps/CPU-s relative to the first: " + ", ".join(f"{r:.3f}" for r in res["cpu_rate_vs_first"])]
     return "\n".join(lines + ["", f"{res['threads']} torch threads; load average per burst: {res['loadavg']}"])
 
 
@@ -876,6 +892,9 @@ def main(argv: list[str] | None = None) -> int:
                         "for a model without classes (video) the number of clips")
         ap.add_argument("--save", default=None, metavar="DIR", help="save each model's final EMA weights here")
         ap.add_argument("--calibrate", action="store_true", help="only measure steps/s (alternating) to OUT.json")
+        ap.add_argument("--variants", nargs="+", default=None, metavar="'KEY=VALUE ...'",
+                        help="with --calibrate: RIN under each of these override lists ('' = the preset), "
+                        "alternating, with each one's steps/CPU-s relative to the first's")
         ap.add_argument("--wait-quiet", type=float, default=None, metavar="LOAD",
                         help="with --calibrate: first wait until the 1-minute load average is <= LOAD")
         ap.add_argument("--final-proxy", action="store_true", help="allow --eval-samples below the metric's "
@@ -893,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.calibrate:
             return run_calibration(a.preset, a.overrides, a.modality, a.unet_width, a.calib_steps, threads=a.threads,
                                    seed=a.seed, device=a.device, wait=a.wait_quiet, out=a.out, command=command,
-                                   models=a.models, log=log)
+                                   models=a.models, variants=a.variants, log=log)
         return run(a.budget, a.out, a.eval_samples, a.points, a.threads, a.preset, a.overrides, a.sample_steps,
                    a.calib_steps, a.seed, a.device, a.eval_batch, a.steps, command, rates=a.rates,
                    rates_note=a.rates_note, proxy_samples=a.proxy_samples, models=a.models, modality=a.modality,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from rinkit.config import Config, describe_validation
 from rinkit.diffusion import Diffusion
 from rinkit.engine import RIN, Denoiser, EstimateEmbedding
+from rinkit.engine.rin import token_grid
 from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
 from rinkit.registry import DatasetSpec, Modality, get_dataset, get_modality, owner
@@ -105,14 +106,21 @@ def _leaves(node: Any, prefix: str):
 def build_model(cfg: ConfigLike) -> Denoiser:
     r = resolve(cfg)
     m = r.cfg.model
+    make_tokenizer = lambda: r.impl.make_tokenizer(r.options, m.interface_dim)  # noqa: E731
+    conv_dims = 0
+    if m.conv_kernel_size:  # the grid's rank, from a throwaway tokenizer that draws no init numbers
+        with torch.random.fork_rng(devices=[]):
+            try:
+                conv_dims = len(token_grid(make_tokenizer())[0])
+            except RinkitError as e:
+                raise RinkitError(plugin_line(r.cfg.modality, e)) from None
     core = RIN(interface_dim=m.interface_dim, latent_dim=m.latent_dim, num_latents=m.num_latents,
                blocks=m.blocks, layers_per_block=m.layers_per_block, latent_heads=m.latent_heads,
                rw_heads=m.rw_heads, latent_mlp_ratio=m.latent_mlp_ratio,
                interface_mlp_ratio=m.interface_mlp_ratio, dropout=m.dropout, drop_path=m.drop_path,
                num_classes=m.num_classes, self_cond=r.cfg.diffusion.self_cond_rate > 0,
                attention=m.attention, time_scale=m.time_scale, rw_dim=m.rw_dim, init=m.init,
-               write_context=m.write_context)
-    make_tokenizer = lambda: r.impl.make_tokenizer(r.options, m.interface_dim)  # noqa: E731
+               write_context=m.write_context, conv_kernel_size=m.conv_kernel_size, conv_dims=conv_dims)
     estimate = EstimateEmbedding(make_tokenizer(), m.interface_dim) if r.cfg.diffusion.self_cond_x0 else None
     try:
         return Denoiser(make_tokenizer(), core, r.impl.make_detokenizer(r.options, m.interface_dim), estimate)

@@ -45,9 +45,14 @@ class ModelConfig(Section):
     # The write layers also attend to the interface's clean conditioning tokens (e.g. given video
     # frames), not only to the latents; off = the paper's RIN
     write_context: bool = False
+    # The official optional depthwise conv on the interface after each write (odd kernel, SAME
+    # padding; 0 = off, as every released config): neighbouring tokens mix directly
+    conv_kernel_size: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self):
+        if self.conv_kernel_size % 2 == 0 and self.conv_kernel_size:
+            raise ValueError(f"conv_kernel_size {self.conv_kernel_size} is even; use an odd size (or 0 = off)")
         if self.latent_dim % self.latent_heads:
             raise ValueError(f"latent_dim {self.latent_dim} is not divisible by latent_heads {self.latent_heads}")
         if (self.rw_dim or min(self.latent_dim, self.interface_dim)) % self.rw_heads:

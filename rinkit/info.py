@@ -19,12 +19,15 @@ def parameter_breakdown(model) -> dict[str, int]:
     parts = {
         "compute": sum(count(b.compute) for b in core.blocks),
         "read": sum(count(b.read) for b in core.blocks),
-        "write": sum(count(b.write) for b in core.blocks),
+        "write": sum(count(b.write) + count(b.context_proj) for b in core.blocks),
+        "interface_conv": sum(count(b.conv) for b in core.blocks),
         "self_cond": count(core.self_cond),
         "time_class_latents": count(core.time_embed) + count(core.class_embed) + core.latents.numel(),
         "tokenizer": count(model.tokenizer),
+        "x0_estimate": count(model.estimate),
         "detokenizer": count(model.detokenizer),
     }
+    parts = {k: v for k, v in parts.items() if v or k not in ("interface_conv", "x0_estimate")}
     parts["total"] = sum(parts.values())
     return parts
 

@@ -177,6 +177,18 @@ def test_calibration_alternates_and_records_the_budget_basis(tmp_path, capsys):
     assert not (tmp_path / "q_samples.png").exists()
 
 
+def test_calibration_of_recipe_variants(tmp_path, capsys):
+    """--variants times RIN under each override list, alternating, and gives each one's CPU rate
+    relative to the first (how a recipe row gets its equal-time step count)."""
+    assert main(["--calibrate", "--calib-steps", "4", "--threads", "1", "--variants", "",
+                 "diffusion.self_cond_rate=0 model.blocks=1", "--out", str(tmp_path / "v")]) == 0
+    cal = json.loads((tmp_path / "v.json").read_text())
+    assert cal["models"] == ["RIN digits [as preset]", "RIN digits [diffusion.self_cond_rate=0 model.blocks=1]"]
+    assert cal["params"][1] < cal["params"][0]  # the overrides reached the second model
+    assert cal["cpu_rate_vs_first"][0] == 1.0 and cal["cpu_rate_vs_first"][1] > 1.0  # no second pass, fewer blocks
+    assert "relative to the first" in capsys.readouterr().out
+
+
 def test_runs_of_one_protocol_combine_into_one_result(tmp_path, capsys):
     """RIN and the U-Net trained in separate processes (--models) merge into one table, plot and
     side-by-side grid; runs of different protocols are refused."""

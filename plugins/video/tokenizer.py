@@ -39,6 +39,13 @@ class VideoTokenizer(PatchEmbed):
         """The given frames' tokens, appended last to the interface (the engine's write_context)."""
         return self.slots_ctx * self.per_slot
 
+    @property
+    def token_grid(self) -> tuple[tuple[int, ...], torch.Tensor]:
+        """(sizes, order) for model.conv_kernel_size: the (given + predicted slots, H', W') grid in
+        time order, whose first cells (the given frames) are the interface's last tokens."""
+        n_ctx, n_pred = self.num_cond_tokens, self.slots_pred * self.per_slot
+        return self.grid, torch.cat([torch.arange(n_pred, n_pred + n_ctx), torch.arange(n_pred)])
+
     def embed_frames(self, v: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, ceil(T/tp)·H'·W', D), time-major. `last` (B, 1, C, H, W), the
         last given frame, is concatenated to every frame's channels when context_concat is on."""

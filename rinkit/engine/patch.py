@@ -61,6 +61,12 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, None]:
         return self.embed(x) + self.pos(), None
 
+    @property
+    def token_grid(self) -> tuple[tuple[int, ...], torch.Tensor | None]:
+        """(sizes, order) for model.conv_kernel_size: the tokens are the grid's cells, row-major
+        (order None). A subclass that orders its parts otherwise gives each cell's token index."""
+        return self.grid, None
+
     @staticmethod
     def _legacy_keys(state_dict, prefix, *args) -> None:
         for old, new in LEGACY_KEYS.items():

@@ -17,7 +17,9 @@ so cost follows M, not N. Faithful to the official TF code (docs/method.md §2):
   * the time embedding takes the noise level gamma (signal variance) x 1000, not t;
   * latent self-conditioning adds LN0(Z' + MLP(Z')) of the previous step's latents, with the
     final LayerNorm's scale and bias initialised to zero, so it starts as the identity;
-  * weights start as the Keras code's initialisers (`model.init: official`, docs/method.md §6).
+  * weights start as the Keras code's initialisers (`model.init: official`, docs/method.md §6);
+  * optional (`model.conv_kernel_size`, 0 = off as in the released configs): the official
+    depthwise-conv unit on the interface after each write, on the grid the tokenizer names.
 """
 from __future__ import annotations
 
@@ -100,9 +102,52 @@ class CrossLayer(nn.Module):
         return x
 
 
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+class TokenConv(nn.Module):
+    """The official code's optional `conv_kernel_size` unit (pix2seq DepthwiseConvBlock), run on
+    the interface after each write: X <- X + PW(SiLU(GN(DWConv_k(X)))) with X laid out on its
+    token grid. Interface tokens otherwise never see each other (they mix only through the
+    latents); this gives neighbours a direct path, e.g. across patch seams, or from a given video
+    frame to the predicted frame after it. The pointwise layer starts at ~0 (the official 1e-10
+    scale), so the unit starts as the identity. The grid comes from the tokenizer (`token_grid`):
+    its sizes, and the interface index of each grid cell in row-major order (None = the first
+    prod(sizes) tokens in order); tokens outside the grid are left alone."""
+
+    def __init__(self, dim: int, kernel: int, ndim: int):
+        super().__init__()
+        if ndim not in _CONV:
+            raise ValueError(f"model.conv_kernel_size needs a 1-, 2- or 3-D token grid, not {ndim}-D")
+        self.dw = _CONV[ndim](dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.norm = nn.GroupNorm(min(dim // 4, 32), dim, eps=1e-5)
+        self.pw = nn.Linear(dim, dim)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Keras VarianceScaling(fan_avg, uniform): scale 1 for the depthwise kernel (its Keras
+        shape k^n x D x 1), 1e-10 for the pointwise one; zero biases."""
+        k, d = math.prod(self.dw.kernel_size), self.dw.in_channels
+        nn.init.uniform_(self.dw.weight, -math.sqrt(6.0 / (k * (d + 1))), math.sqrt(6.0 / (k * (d + 1))))
+        nn.init.uniform_(self.pw.weight, -math.sqrt(3e-10 / d), math.sqrt(3e-10 / d))
+        nn.init.zeros_(self.dw.bias)
+        nn.init.zeros_(self.pw.bias)
+
+    def forward(self, x: torch.Tensor, sizes: tuple[int, ...], order: torch.Tensor | None) -> torch.Tensor:
+        g = math.prod(sizes)
+        cells = x[:, :g] if order is None else x.index_select(1, order)
+        h = self.dw(cells.transpose(1, 2).reshape(x.shape[0], x.shape[2], *sizes))
+        h = self.pw(nn.functional.silu(self.norm(h)).flatten(2).transpose(1, 2))
+        if order is None:
+            return torch.cat([x[:, :g] + h, x[:, g:]], dim=1)
+        return x.index_add(1, order, h)
+
+
 class RINBlock(nn.Module):
     def __init__(self, interface_dim, latent_dim, depth, latent_heads, rw_heads, latent_mlp_ratio,
-                 interface_mlp_ratio, dropout, drop_path, backend, rw_dim=None, write_context=False):
+                 interface_mlp_ratio, dropout, drop_path, backend, rw_dim=None, write_context=False,
+                 conv_kernel_size=0, conv_dims=2):
         super().__init__()
         self.read = CrossLayer(latent_dim, interface_dim, rw_heads, latent_mlp_ratio, backend, rw_dim)
         self.compute = nn.ModuleList(
@@ -115,8 +160,11 @@ class RINBlock(nn.Module):
         # interface's conditioning tokens (projected to the latent width), so a generated token
         # can fetch from the given data directly, not only through what the latents kept of it.
         self.context_proj = nn.Linear(interface_dim, latent_dim) if write_context and depth > 0 else None
+        # a read-only block has no conv either (as the official code)
+        self.conv = TokenConv(interface_dim, conv_kernel_size, conv_dims) if conv_kernel_size and depth > 0 else None
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, n_cond: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, z: torch.Tensor, n_cond: int = 0,
+                grid: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.read(z, x)
         for layer in self.compute:
             z = layer(z)
@@ -125,6 +173,8 @@ class RINBlock(nn.Module):
             if self.context_proj is not None and n_cond:
                 kv = torch.cat([z, self.context_proj(x[:, x.shape[1] - n_cond:])], dim=1)
             x = self.write(x, kv)
+        if self.conv is not None:
+            x = self.conv(x, *grid)
         return x, z
 
 
@@ -174,7 +224,7 @@ class RIN(nn.Module):
                  interface_mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
                  num_classes: int = 0, self_cond: bool = True, attention: str = "sdpa",
                  time_scale: float = 1000.0, rw_dim: int | None = None, init: str = "official",
-                 write_context: bool = False):
+                 write_context: bool = False, conv_kernel_size: int = 0, conv_dims: int = 2):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
@@ -185,6 +235,7 @@ class RIN(nn.Module):
             raise ValueError(f"layers_per_block lists {len(depths)} depths for {blocks} blocks")
         self.num_classes, self.num_latents, self.latent_dim = num_classes, num_latents, latent_dim
         self.init, self.write_context = init, write_context
+        self.conv_kernel_size, self.conv_dims = conv_kernel_size, conv_dims
         self.checkpoint_blocks = False  # activation checkpointing per block (train.activation_checkpointing)
         n_cond = 1 + (1 if num_classes > 0 else 0)  # time token (+ class token)
         if num_latents <= n_cond:
@@ -197,7 +248,8 @@ class RIN(nn.Module):
         self.self_cond = SelfConditioning(latent_dim, latent_mlp_ratio) if self_cond else None
         self.blocks = nn.ModuleList(
             RINBlock(interface_dim, latent_dim, d, latent_heads, rw_heads, latent_mlp_ratio,
-                     interface_mlp_ratio, dropout, drop_path, attention, rw_dim, write_context) for d in depths)
+                     interface_mlp_ratio, dropout, drop_path, attention, rw_dim, write_context,
+                     conv_kernel_size, conv_dims) for d in depths)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -229,6 +281,9 @@ class RIN(nn.Module):
                 nn.init.normal_(self.class_embed.weight, std=0.02)
         if self.self_cond is not None:
             self.self_cond.reset_parameters()
+        for m in self.modules():  # after the Linear pass above: the pointwise layer starts at ~0
+            if isinstance(m, TokenConv):
+                m.reset_parameters()
 
     def initial_latents(self, gamma: torch.Tensor, labels: torch.Tensor | None,
                         prev_latents: torch.Tensor | None) -> torch.Tensor:
@@ -246,17 +301,22 @@ class RIN(nn.Module):
         return z
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, labels: torch.Tensor | None = None,
-                prev_latents: torch.Tensor | None = None, n_cond: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                prev_latents: torch.Tensor | None = None, n_cond: int = 0,
+                grid: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, N, D) interface tokens; gamma: (B,) noise level; labels: (B,) class indices,
         `num_classes` = null; prev_latents: (B, M, d) or None; n_cond: how many of the last
-        interface tokens are clean conditioning (read by the write with `write_context`).
+        interface tokens are clean conditioning (read by the write with `write_context`);
+        grid: (sizes, order) of the interface tokens (TokenConv), needed with conv_kernel_size.
         Returns (X out, final latents)."""
+        if self.conv_kernel_size and (grid is None or len(grid[0]) != self.conv_dims):
+            raise ValueError(f"model.conv_kernel_size needs the interface's {self.conv_dims}-D token grid, "
+                             f"got {None if grid is None else grid[0]}")
         z = self.initial_latents(gamma, labels, prev_latents)
         for block in self.blocks:
             if self.checkpoint_blocks and torch.is_grad_enabled():  # recompute in backward: memory for time
-                x, z = torch.utils.checkpoint.checkpoint(block, x, z, n_cond, use_reentrant=False)
+                x, z = torch.utils.checkpoint.checkpoint(block, x, z, n_cond, grid, use_reentrant=False)
             else:
-                x, z = block(x, z, n_cond)
+                x, z = block(x, z, n_cond, grid)
         return x, z
 
 
@@ -287,6 +347,16 @@ def check_detokenizer(detokenizer: Any) -> None:
                           "no state; expected forward(tokens, context, state), state None when unused") from None
     except ValueError:  # no signature to read (a builtin): the first call will tell
         pass
+
+
+def token_grid(tokenizer: Any) -> tuple[tuple[int, ...], torch.Tensor | None]:
+    """The tokenizer's `token_grid` (sizes, order), which model.conv_kernel_size lays the interface
+    on: grid modalities have one (rinkit.plugin.PatchEmbed), a point set has none."""
+    grid = getattr(tokenizer, "token_grid", None)
+    if grid is None:
+        raise RinkitError(f"tokenizer {type(tokenizer).__name__} lays its tokens on no grid (no `token_grid`), "
+                          "which model.conv_kernel_size needs; set model.conv_kernel_size=0")
+    return tuple(grid[0]), grid[1]
 
 
 class EstimateEmbedding(nn.Module):
@@ -322,6 +392,9 @@ class Denoiser(nn.Module):
         check_detokenizer(detokenizer)
         self.tokenizer, self.core, self.detokenizer = tokenizer, core, detokenizer
         self.estimate = estimate
+        # model.conv_kernel_size: the grid the interface is laid on (a buffer, so it follows .to())
+        self.grid_sizes, order = token_grid(tokenizer) if core.conv_kernel_size else (None, None)
+        self.register_buffer("grid_order", order, persistent=False)
         if core.init == "official":
             self._init_plugin_layers()
 
@@ -355,6 +428,7 @@ class Denoiser(nn.Module):
             if not n_cond:
                 raise ValueError("model.write_context needs a modality whose tokenizer appends "
                                  "conditioning tokens (e.g. video with context_frames > 0)")
-        tokens, latents = self.core(tokens, gamma, labels, prev_latents, n_cond)
+        grid = (self.grid_sizes, self.grid_order) if self.grid_sizes else None
+        tokens, latents = self.core(tokens, gamma, labels, prev_latents, n_cond, grid)
         out = self.detokenizer(tokens, context, state)
         return out, latents
