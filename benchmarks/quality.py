@@ -531,6 +531,13 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
 
 # -- outputs ----------------------------------------------------------------------------------------
 
+def _budget_text(budget) -> str:
+    """The budget as text: '600 s', or '1800 s and 3600 s' for a combination across budgets."""
+    if isinstance(budget, list):
+        return " and ".join(f"{b:g} s" for b in budget) + " (each run's final point)"
+    return f"{budget:g} s"
+
+
 def _metric_info(result: dict) -> dict:
     return result.get("metric") or {"key": "digits_fid", "label": "digits-FID", "extra": ["digits_acc"]}
 
@@ -546,7 +553,7 @@ def table(result: dict) -> str:
                 v = p.get(k)
                 return "" if v is None else f"{100 * v:.1f} %" if k.endswith("acc") else f"{v:.3f}"
             n = p.get("samples", s.get("eval_samples"))
-            lines.append(f"| {mod['name']} | {mod['params'] / 1e6:.2f}M | {p['step']} / {mod['total_steps']} | "
+            lines.append(f"| {mod['name']} | {mod['params'] / 1e6:.2f}M | {p['step']} / {p.get('total_steps', mod['total_steps'])} | "
                          f"{p['train_seconds']:.1f} | {p['examples']} | {p['train_tflops']:.3f} | "
                          f"{n}{' (proxy)' if p.get('proxy') else ''} | {p[key]:.2f} |"
                          + "".join(f" {fmt(k)} |" for k in extra))
@@ -554,7 +561,7 @@ def table(result: dict) -> str:
     b = s.get("budget_basis") or {}
     fixed = b.get("kind") == "fixed steps" or s.get("fixed_steps")
     notes = ["", (b.get("text") or "Fixed step counts.") if fixed else
-             f"Budget {s['budget_s']:g} s of training per model; " + b.get("text", "")]
+             f"Budget {_budget_text(s['budget_s'])} of training per model; " + b.get("text", "")]
     notes.append(f"{m['label']} of the EMA model on {'class-balanced ' if s.get('num_classes', 1) else ''}"
                  f"samples ({s['sampler']}): "
                  f"{s.get('eval_samples')} at the end"
@@ -574,7 +581,9 @@ def table(result: dict) -> str:
                         f"{mod['train_peak_mb']:.0f} MB: parameters, gradients, optimizer state + the first step's "
                         "extra resident memory)" if "train_peak_mb" in mod else "")
                      + f"; load average {mod['loadavg_start']} at start, "
-                     f"{mod['loadavg_end']} at end")
+                     f"{mod['loadavg_end']} at end"
+                     + ("".join(f"; the {r['budget_s']:g}-s run: {r['total_steps']} steps in {r['train_seconds']:.1f} s"
+                                for r in mod["runs"][:-1]) if len(mod.get("runs", [])) > 1 else ""))
     ref = result.get("reference")
     if ref:
         n = ref.get("samples", s.get("eval_samples"))
@@ -617,7 +626,7 @@ def chart(result: dict, path: Path, title: str | None = None, target: float | No
     s = result["settings"]
     n = result["torch_threads"]
     proxies = any(p.get("proxy") for mod in result["models"] for p in mod["points"])
-    budget = "fixed step counts" if s.get("fixed_steps") else f"{s['budget_s']:g} s training budget per model"
+    budget = "fixed step counts" if s.get("fixed_steps") else f"{_budget_text(s['budget_s'])} training budget per model"
     fig.suptitle(title or f"{s['preset']}: {budget}, {n} torch "
                  f"thread{'s' * (n != 1)}, {result['device']}; {m['label']}-{sample_label(s['eval_samples'])}"
                  + (f" (hollow: {s['proxy_samples']}-sample proxies)" if proxies else ""), fontsize=10)
@@ -785,19 +794,45 @@ def run_calibration(preset: str, overrides: list[str] | None = None, modality: s
     return res
 
 
-def combine(paths: list[str], out: str | Path, command: str = "") -> dict:
+def _across_budgets(parts: list[dict]) -> list[dict]:
+    """One entry per model name from runs at several budgets: each run contributes only its final
+    (protocol) point, because a longer run's mid-run point is not the result of the shorter budget
+    (its LR schedule has not decayed); the entry's other fields are its longest run's."""
+    by_name: dict[str, list[tuple[float, dict]]] = {}
+    for p in parts:
+        for m in p["models"]:
+            by_name.setdefault(m["name"], []).append((p["settings"]["budget_s"], m))
+    models = []
+    for runs in by_name.values():
+        runs.sort(key=lambda r: r[0])
+        merged = json.loads(json.dumps(runs[-1][1]))
+        merged["points"] = [{**m["points"][-1], "budget_s": b, "total_steps": m["total_steps"]} for b, m in runs]
+        merged["runs"] = [{"budget_s": b, **{k: m[k] for k in ("total_steps", "train_seconds", "eval_seconds",
+                                                             "loadavg_start", "loadavg_end") if k in m}}
+                          for b, m in runs]
+        models.append(merged)
+    return models
+
+
+def combine(paths: list[str], out: str | Path, command: str = "", across_budgets: bool = False) -> dict:
     """Merge runs of the same protocol made in separate processes (e.g. RIN and the U-Net trained
     side by side with --models, each at 1 thread) into one result: table, plot and the runs'
-    sample grids pasted side by side. Refuses runs whose protocols differ."""
+    sample grids pasted side by side. Refuses runs whose protocols differ. With `across_budgets`
+    the runs may differ in budget: each model's final points form its curve of quality vs
+    budget (e.g. the 30- and 60-minute runs)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    same = ("preset", "eval_samples", "proxy_samples", "sampler", "budget_s", "batch", "seed")
+    same = ("preset", "eval_samples", "proxy_samples", "sampler", "batch", "seed") + (() if across_budgets else ("budget_s",))
     for p, path in zip(parts[1:], paths[1:]):
         diff = [k for k in same if p["settings"].get(k) != parts[0]["settings"].get(k)]
         if diff or p.get("metric", {}).get("key") != parts[0].get("metric", {}).get("key"):
             raise RinkitError(f"{path} does not share {paths[0]}'s protocol (differs in {', '.join(diff) or 'metric'})")
     result = json.loads(json.dumps(parts[0]))
     result["command"] = command
-    result["models"] = [m for p in parts for m in p["models"]]
+    if across_budgets:
+        result["models"] = _across_budgets(parts)
+        result["settings"]["budget_s"] = sorted({p["settings"]["budget_s"] for p in parts})
+    else:
+        result["models"] = [m for p in parts for m in p["models"]]
     result["parts"] = [{"command": p["command"], "date_utc": p["date_utc"], "budget_basis": p["settings"]["budget_basis"],
                         "machine": p["machine"], "models": [m["name"] for m in p["models"]]} for p in parts]
     texts = list(dict.fromkeys(p["settings"]["budget_basis"].get("text", "") for p in parts))
@@ -901,14 +936,18 @@ def main(argv: list[str] | None = None) -> int:
                         "protocol (the last point is then a labelled proxy too): for recipe searches")
         ap.add_argument("--combine", nargs="+", default=None, metavar="RUN.json",
                         help="merge runs of one protocol made in separate processes into OUT")
+        ap.add_argument("--across-budgets", action="store_true", help="with --combine: the runs may differ in "
+                        "--budget; each model's final points form its quality-vs-budget curve")
 
     def call(a, command, log):
         if a.preset is None:
             from rinkit.registry import get_modality
             a.preset = get_modality(a.modality).default_preset if a.modality else "digits"
         a.out = a.out or f"benchmarks/results/quality_{Path(a.preset).stem}"  # e.g. quality_video-digits
+        if a.across_budgets and not a.combine:
+            raise RinkitError("--across-budgets needs --combine RUN.json ...")
         if a.combine:
-            return combine(a.combine, a.out, command)
+            return combine(a.combine, a.out, command, a.across_budgets)
         if a.calibrate:
             return run_calibration(a.preset, a.overrides, a.modality, a.unet_width, a.calib_steps, threads=a.threads,
                                    seed=a.seed, device=a.device, wait=a.wait_quiet, out=a.out, command=command,

@@ -210,6 +210,37 @@ def test_runs_of_one_protocol_combine_into_one_result(tmp_path, capsys):
     assert "does not share" in capsys.readouterr().err
 
 
+def test_runs_at_two_budgets_combine_into_one_curve_per_model(tmp_path, capsys):
+    """--across-budgets: the runs of each model at several budgets become one curve of their final
+    points (a longer run's mid-run proxy is not a shorter budget's result); without the flag runs of
+    different budgets are refused, and the flag alone is a one-line error."""
+    common = ["--points", "2", "--eval-samples", "20", "--proxy-samples", "10", "--sample-steps", "2",
+              "--threads", "1", "--grid-per-class", "0"]
+    runs = {"r1": ("rin", "1", "2"), "r2": ("rin", "2", "4"), "u1": ("unet", "1", "2"), "u2": ("unet", "2", "3")}
+    for name, (model, budget, steps) in runs.items():
+        assert main([*common, "--models", model, "--budget", budget, "--steps", steps,
+                     "--out", str(tmp_path / name)]) == 0
+    paths = [str(tmp_path / f"{n}.json") for n in runs]
+    assert main(["--combine", *paths, "--out", str(tmp_path / "no")]) == 2
+    assert "differs in budget_s" in capsys.readouterr().err
+    assert main(["--combine", *paths, "--across-budgets", "--out", str(tmp_path / "both")]) == 0
+    res = json.loads((tmp_path / "both.json").read_text())
+    assert res["settings"]["budget_s"] == [1.0, 2.0]
+    rin, unet = res["models"]
+    assert (rin["kind"], unet["kind"]) == ("rin", "unet")
+    finals = {n: json.loads((tmp_path / f"{n}.json").read_text())["models"][0]["points"][-1] for n in runs}
+    for mod, (short, long) in ((rin, ("r1", "r2")), (unet, ("u1", "u2"))):
+        assert [p["budget_s"] for p in mod["points"]] == [1.0, 2.0]
+        assert [p["step"] for p in mod["points"]] == [finals[short]["step"], finals[long]["step"]]
+        assert [p["digits_fid"] for p in mod["points"]] == [finals[short]["digits_fid"], finals[long]["digits_fid"]]
+        assert not any(p.get("proxy") for p in mod["points"]) and len(mod["runs"]) == 2
+    md = (tmp_path / "both.md").read_text()
+    assert "| 2 / 2 |" in md and "| 4 / 4 |" in md and "the 1-s run: 2 steps" in md
+    assert (tmp_path / "both.png").is_file()
+    assert main(["--across-budgets", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --combine" in capsys.readouterr().err
+
+
 def test_quality_benchmark_points_end_to_end_tiny(tmp_path, capsys):
     """--modality points (no --preset: the modality's default preset) on tiny sizes: RIN vs the
     PVD-style PVCNN, each scored by 1-NNA-CD against held-out clouds, the reference rows at the
