@@ -582,8 +582,8 @@ def table(result: dict) -> str:
                         "extra resident memory)" if "train_peak_mb" in mod else "")
                      + f"; load average {mod['loadavg_start']} at start, "
                      f"{mod['loadavg_end']} at end"
-                     + ("".join(f"; the {r['budget_s']:g}-s run: {r['total_steps']} steps in {r['train_seconds']:.1f} s"
-                                for r in mod["runs"][:-1]) if len(mod.get("runs", [])) > 1 else ""))
+                     + "".join(f"; the {p['budget_s']:g}-s run: {p['total_steps']} steps in {p['train_seconds']:.1f} s"
+                               for p in mod["points"][:-1] if "budget_s" in p))
     ref = result.get("reference")
     if ref:
         n = ref.get("samples", s.get("eval_samples"))
@@ -807,8 +807,8 @@ def _across_budgets(parts: list[dict]) -> list[dict]:
         runs.sort(key=lambda r: r[0])
         merged = json.loads(json.dumps(runs[-1][1]))
         merged["points"] = [{**m["points"][-1], "budget_s": b, "total_steps": m["total_steps"]} for b, m in runs]
-        merged["runs"] = [{"budget_s": b, **{k: m[k] for k in ("total_steps", "train_seconds", "eval_seconds",
-                                                             "loadavg_start", "loadavg_end") if k in m}}
+        # what the points do not hold already (their budget, steps and training seconds)
+        merged["runs"] = [{"budget_s": b, **{k: m[k] for k in ("eval_seconds", "loadavg_start", "loadavg_end") if k in m}}
                           for b, m in runs]
         models.append(merged)
     return models
