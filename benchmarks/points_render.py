@@ -30,16 +30,19 @@ def render_checkpoint(ckpt: str, points: int, guidances: list[float], per_class:
     if cfg.modality != "points" or cfg.modality_options.get("tokens", "points") != "points":
         raise RinkitError(f"{ckpt}: points_render needs a `points` model with `tokens: points` "
                           f"(one token per point), not {cfg.modality} / {cfg.modality_options.get('tokens')}")
+    if not cfg.model.num_classes and any(w != 0 for w in guidances):
+        raise RinkitError(f"{ckpt}: an unconditional model has no classifier-free guidance; use --guidance 0")
     cfg = cfg.model_copy(update={"modality_options": {**cfg.modality_options, "num_points": points}})
     r = resolve(cfg)
     k = cfg.model.num_classes or 1
     labels = balanced_labels(per_class, k, "cpu") if cfg.model.num_classes else None
     names = list(CLASSES) if cfg.data.dataset == "shapes" else None
     ds = r.dataset.build(r.options, cfg.data, "test")
+    items = [ds[i] for i in range(len(ds))]
     real, real_labels = [], []
     for c in range(k):  # the first per_class held-out clouds of each class, at `points` points
-        got = [i for i in range(len(ds)) if not cfg.model.num_classes or int(ds[i][1]) == c][:per_class]
-        real += [ds[i][0].numpy() for i in got]
+        got = [x for x, y in items if not cfg.model.num_classes or int(y) == c][:per_class]
+        real += [x.numpy() for x in got]
         real_labels += [c] * len(got)
     stem = Path(out)
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -326,3 +326,7 @@ def test_a_points_model_denoises_clouds_of_any_size(tmp_path):
     train(load_config("points-voxels", None, [*TINY, "modality_options.grid_size=8", "modality_options.patch_size=2",
                                               "train.steps=1", "train.ckpt_every=1"]), run_dir=voxels, progress=False)
     assert render_main(["--ckpt", str(voxels), "--out", str(tmp_path / "v")]) == 2  # one line, no traceback
+    unconditional = tmp_path / "uncond"
+    train(load_config("points-shapes", None, [*TINY, *over, "model.num_classes=0", "sampler.guidance=0",
+                                              "train.steps=1", "train.ckpt_every=1"]), run_dir=unconditional, progress=False)
+    assert render_main(["--ckpt", str(unconditional), "--guidance", "2", "--out", str(tmp_path / "u")]) == 2
