@@ -3,7 +3,7 @@ trained model's numbers have a floor and a ceiling. Every row is scored against 
 clouds the trainer uses (the first n of the test split), with n class-balanced samples.
 
     python -m benchmarks.points_references [--preset points-shapes] [--samples 64] [--set KEY=VALUE ...]
-    python -m benchmarks.points_references --samples 256 --cd-only --real-only --ckpt runs/points-shapes
+    python -m benchmarks.points_references --samples 256 --cd-only --real-only --ckpt runs/points-shapes [--guidance 0 2]
 
 --ckpt adds the row of a trained model (its EMA weights, class-balanced samples drawn as the
 trainer's end-of-training evaluation draws them, the checkpoint's own config): more samples than
@@ -60,18 +60,20 @@ def references_for(cfg, n: int, with_emd: bool = True, real_only: bool = False) 
     return {name: metric(s) for name, s in rows.items()}
 
 
-def model_row(ckpt: str, n: int, with_emd: bool = True, device: str = "auto") -> tuple[str, dict[str, float]]:
+def model_row(ckpt: str, n: int, with_emd: bool = True, device: str = "auto",
+              guidance: float | None = None) -> tuple[str, dict[str, float]]:
     """(row name, metrics) of a checkpoint's EMA model on n class-balanced samples (sampling seed 1,
-    as the trainer's evaluation), scored against the same held-out clouds as the references."""
+    as the trainer's evaluation), scored against the same held-out clouds as the references.
+    `guidance` overrides the checkpoint's sampler guidance."""
     from rinkit.build import resolve
     from rinkit.sampling import balanced_labels, generate, load_for_sampling
     from rinkit_plugins.points.metrics import PointMetric
     model, cfg, dev = load_for_sampling(ckpt, device)
     k = cfg.model.num_classes
     labels = balanced_labels(-(-n // k), k, "cpu")[:n] if k else None
-    x = generate(model, cfg, n, labels, 1, dev)
+    x = generate(model, cfg, n, labels, 1, dev, **({} if guidance is None else {"guidance": guidance}))
     metric = PointMetric(cfg.modality, resolve(cfg).options, cfg.data, with_emd=with_emd)
-    return f"model: {ckpt}", metric(x.cpu())
+    return f"model: {ckpt}" + ("" if guidance is None else f", guidance {guidance:g}"), metric(x.cpu())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt", default=None, help="also score this checkpoint (file or run folder)")
     ap.add_argument("--cd-only", action="store_true", help="skip the EMD measures (the costly part)")
     ap.add_argument("--real-only", action="store_true", help="of the reference rows, only the real clouds' row")
+    ap.add_argument("--guidance", type=float, nargs="+", default=None,
+                    help="with --ckpt: one row per classifier-free guidance w (default: the checkpoint's sampler)")
     args = ap.parse_args(argv)
     res = references(args.preset, args.samples, args.overrides, not args.cd_only, args.real_only)
     if args.ckpt:
-        name, row = model_row(args.ckpt, args.samples, not args.cd_only)
-        res[name] = row
+        for w in args.guidance or [None]:
+            name, row = model_row(args.ckpt, args.samples, not args.cd_only, guidance=w)
+            res[name] = row
     p = "vox" if any(k.startswith("vox") for r in res.values() for k in r) else "pc"
     cols = [("1-NNA-CD", "1nna_cd", ".3f"), ("MMD-CD", "mmd_cd", ".4f"), ("COV-CD", "cov_cd", ".3f")]
     if not args.cd_only:

@@ -39,7 +39,7 @@ def test_points_and_voxels_registered_with_presets():
 @pytest.mark.parametrize("tokens", ["points", "groups"])
 def test_point_denoiser_is_permutation_equivariant(tokens):
     """Permuting the input points permutes the prediction identically; latents are unchanged."""
-    cfg = small_points_cfg(f"modality_options.tokens={tokens}")
+    cfg = small_points_cfg(f"modality_options.tokens={tokens}", "diffusion.self_cond_rate=0.9")  # with the warm start
     model = build_model(cfg).eval()
     torch.nn.init.ones_(model.core.self_cond.norm_out.weight)  # make the warm-start path matter
     x, _ = shape_clouds(128, "train").tensors(3)
@@ -237,7 +237,7 @@ def test_writers(tmp_path):
 def test_short_runs_lower_the_loss(modality, tmp_path):
     from rinkit.train.trainer import train
     if modality == "points":
-        cfg = small_points_cfg("train.steps=60", "diffusion.pred=eps")
+        cfg = small_points_cfg("train.steps=60", "diffusion.pred=eps", "diffusion.self_cond_rate=0.9")  # pinned, as the threshold
     else:
         cfg = load_config("points-voxels", None, [*TINY, "modality_options.grid_size=8", "modality_options.patch_size=2",
                                                   "train.steps=60", "diffusion.pred=eps",
@@ -265,6 +265,12 @@ def test_points_reference_rows_and_a_checkpoints_row(tmp_path, capsys):
     rows = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ") and "---" not in x][1:]
     assert [x.split(" | ")[0] for x in rows] == ["| real train clouds", f"| model: {tmp_path / 'run'}"]
     assert float(rows[1].split(" | ")[1]) > float(rows[0].split(" | ")[1])  # 2 steps: told apart from real clouds
+    # --guidance: one row per guidance weight, each sampled with it (guidance changes the samples)
+    assert refs_main(["--samples", "8", "--cd-only", "--real-only", "--ckpt", str(tmp_path / "run"), "--set", *over,
+                      "--guidance", "0", "4"]) == 0
+    rows = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ") and "---" not in x][1:]
+    assert [x.split(" | ")[0] for x in rows[1:]] == [f"| model: {tmp_path / 'run'}, guidance {w}" for w in (0, 4)]
+    assert rows[1].split(" | ")[1:] != rows[2].split(" | ")[1:]
 
 
 def test_the_group_tokenizers_state_reaches_its_detokenizer():
@@ -291,3 +297,36 @@ def test_the_group_tokenizers_state_reaches_its_detokenizer():
     model.detokenizer.register_forward_pre_hook(lambda mod, args: seen.update(points_state=args[2]))
     model(x, torch.rand(2), torch.zeros(2, dtype=torch.long))
     assert seen["points_state"] is None
+
+
+def test_a_points_model_denoises_clouds_of_any_size(tmp_path):
+    """tokens: points: the weights trained at 64 points denoise a cloud of another size point by
+    point (a point's prediction depends on the set, not on its size being the trained one), and
+    benchmarks/points_render draws denser clouds than trained, beside real ones at that size."""
+    from benchmarks.points_render import main as render_main
+    from rinkit.train.trainer import train
+    cfg = small_points_cfg()
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = torch.rand(2, 200, 3) * 2 - 1
+    gamma, labels = torch.tensor([0.3, 0.7]), torch.tensor([0, 2])
+    with torch.no_grad():
+        out, _ = model(x, gamma, labels)
+        out_p, _ = model(x[:, :50], gamma, labels)
+    assert out.shape == (2, 200, 3) and out_p.shape == (2, 50, 3)
+    assert not torch.allclose(out[:, :50], out_p)  # the other 150 points reach the first 50 through the latents
+    over = ["modality_options.num_points=64"]
+    train(load_config("points-shapes", None, [*TINY, *over, "train.steps=2", "train.ckpt_every=2"]),
+          run_dir=tmp_path / "run", progress=False)
+    stem = tmp_path / "render"
+    assert render_main(["--ckpt", str(tmp_path / "run"), "--points", "96", "--guidance", "0", "1",
+                        "--per-class", "2", "--steps", "2", "--out", str(stem)]) == 0
+    assert all((tmp_path / f"render_{s}.png").is_file() for s in ("real", "model_g0", "model_g1"))
+    voxels = tmp_path / "vox"
+    train(load_config("points-voxels", None, [*TINY, "modality_options.grid_size=8", "modality_options.patch_size=2",
+                                              "train.steps=1", "train.ckpt_every=1"]), run_dir=voxels, progress=False)
+    assert render_main(["--ckpt", str(voxels), "--out", str(tmp_path / "v")]) == 2  # one line, no traceback
+    unconditional = tmp_path / "uncond"
+    train(load_config("points-shapes", None, [*TINY, *over, "model.num_classes=0", "sampler.guidance=0",
+                                              "train.steps=1", "train.ckpt_every=1"]), run_dir=unconditional, progress=False)
+    assert render_main(["--ckpt", str(unconditional), "--guidance", "2", "--out", str(tmp_path / "u")]) == 2

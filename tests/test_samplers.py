@@ -103,3 +103,20 @@ def test_the_config_and_the_cli_read_the_sampler_table(tmp_path):
         assert load_config("digits", None, [f"sampler.name={name}"]).sampler.name == name
     with pytest.raises(RinkitError, match="unknown sampler 'euler'; choose one of ddpm, ddim, dpm"):
         load_config("digits", None, ["sampler.name=euler"])
+
+
+def test_guidance_works_for_a_model_without_latents():
+    """Classifier-free guidance with a latent-free denoiser (the benchmarks' U-Net and PVCNN
+    baselines return None for the latents): the guided prediction is (1 + w) cond - w uncond,
+    and the latents stay None."""
+    from rinkit.diffusion.samplers import denoise
+
+    class NoLatents(torch.nn.Module):
+        def forward(self, x, gamma, labels, prev=None, context=None):
+            return x * 0 + labels.float()[:, None], None  # a label-dependent prediction
+
+    d = Diffusion(pred="x0", num_classes=3, cond_dropout=0.1, self_cond_rate=0.0)
+    x, g, labels = torch.zeros(2, 4), torch.full((2,), 0.5), torch.tensor([0, 2])
+    x0, _, latents = denoise(NoLatents(), d, x, g, labels, guidance=2.0, clip=False)
+    assert latents is None
+    torch.testing.assert_close(x0, (3 * labels.float() - 2 * 3.0)[:, None].expand(2, 4))

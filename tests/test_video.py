@@ -243,3 +243,20 @@ def test_video_reference_rows_order_the_constructed_predictions():
     assert true["video_class_keep"] == 1.0 and other["video_class_keep"] < 0.5
     assert true["video_motion_ok"] > frozen["video_motion_ok"] > noise["video_motion_ok"]
     assert noise["video_digits_fid"] > 3 * true["video_digits_fid"]
+
+
+def test_trajectory_tool_splits_class_kept_by_predicted_frame(tmp_path, capsys):
+    """benchmarks/video_trajectory --tables A: per noise level, the class kept of each predicted
+    frame (4 -> 4 here, so all four are shown) averages to the table's class-kept column, and
+    no sampling table is printed."""
+    from benchmarks.video_trajectory import main as traj_main
+    from rinkit.train.trainer import train
+    train(tiny("train.steps=2", "train.ckpt_every=2", "modality_options.context_frames=4"), run_dir=tmp_path / "run",
+          progress=False)
+    assert traj_main([str(tmp_path / "run"), "--clips", "6", "--tables", "A"]) == 0
+    out = capsys.readouterr().out
+    rows = [r.split(" | ") for r in out.splitlines() if r.startswith("| 0.")]
+    assert len(rows) == 9 and "B. sampler" not in out
+    for r in rows:
+        frames = [float(v) for v in r[5].split(" / ")]
+        assert len(frames) == 4 and abs(sum(frames) / 4 - float(r[4])) < 0.011  # both rounded to 2 places

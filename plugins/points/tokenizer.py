@@ -137,16 +137,19 @@ class PointTokenizer(nn.Module):
 
 
 class PointDetokenizer(nn.Module):
-    """Token i -> the prediction for point i: LayerNorm + linear, like a patch detokenizer."""
+    """Token i -> the prediction for point i: LayerNorm + linear, like a patch detokenizer. Every
+    interface token is a point, so the weights denoise clouds of any size: a model trained at
+    `num_points` samples denser clouds when the config asks for more (PointInfinity's
+    resolution-free property; benchmarks/points_render.py draws them)."""
 
     def __init__(self, num_points: int, dim: int):
         super().__init__()
-        self.n = num_points
+        self.n = num_points  # the trained size (informative only)
         self.norm = layer_norm(dim)
         self.proj = nn.Linear(dim, 3)
 
     def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
-        return self.proj(self.norm(tokens[:, :self.n]))
+        return self.proj(self.norm(tokens))
 
 
 class VoxelTokenizer(PatchEmbed):

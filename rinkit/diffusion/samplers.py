@@ -58,7 +58,8 @@ def denoise(model, diffusion: Diffusion, x_t, gamma, labels=None, prev_latents=N
         kw = {k: both(v) for k, v in kw.items()}
         pred, latents = model(both(x_t), both(gamma), lab, both(prev_latents), ctx, **kw)
         cond, uncond = pred.chunk(2)
-        pred, latents = (1 + guidance) * cond - guidance * uncond, latents.chunk(2)[0]
+        # a baseline without latents (benchmarks' U-Nets, PVCNN) returns None for them
+        pred, latents = (1 + guidance) * cond - guidance * uncond, None if latents is None else latents.chunk(2)[0]
     else:
         pred, latents = model(x_t, gamma, labels, prev_latents, context, **kw)
     x0, eps = diffusion.to_x0_eps(pred.float(), x_t, gamma, clip=clip)
