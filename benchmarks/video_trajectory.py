@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figure", metavar="PNG", help="also write the x0 estimates of 6 clips at 4 noise levels")
     ap.add_argument("--tables", choices=("A", "ABC"), default="ABC", help="A: only the noised-true-future table (no sampling)")
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
+    # run() is no_grad itself; a global torch.set_grad_enabled(False) would outlive main() in the caller
     run(args.checkpoint, args.clips, args.steps, args.seed, args.split, args.figure, args.tables)
     return 0
 

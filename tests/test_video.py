@@ -254,6 +254,7 @@ def test_trajectory_tool_splits_class_kept_by_predicted_frame(tmp_path, capsys):
     train(tiny("train.steps=2", "train.ckpt_every=2", "modality_options.context_frames=4"), run_dir=tmp_path / "run",
           progress=False)
     assert traj_main([str(tmp_path / "run"), "--clips", "6", "--tables", "A"]) == 0
+    assert torch.is_grad_enabled()  # the tool leaves the caller's autograd switch as it found it
     out = capsys.readouterr().out
     rows = [r.split(" | ") for r in out.splitlines() if r.startswith("| 0.")]
     assert len(rows) == 9 and "B. sampler" not in out
