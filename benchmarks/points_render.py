@@ -38,12 +38,16 @@ def render_checkpoint(ckpt: str, points: int, guidances: list[float], per_class:
     labels = balanced_labels(per_class, k, "cpu") if cfg.model.num_classes else None
     names = list(CLASSES) if cfg.data.dataset == "shapes" else None
     ds = r.dataset.build(r.options, cfg.data, "test")
-    items = [ds[i] for i in range(len(ds))]
-    real, real_labels = [], []
-    for c in range(k):  # the first per_class held-out clouds of each class, at `points` points
-        got = [x for x, y in items if not cfg.model.num_classes or int(y) == c][:per_class]
-        real += [x.numpy() for x in got]
-        real_labels += [c] * len(got)
+    by_class = {c: [] for c in range(k)}  # the first per_class held-out clouds of each class, at `points` points
+    for i in range(len(ds)):
+        if all(len(v) >= per_class for v in by_class.values()):
+            break  # built one at a time: stop once every class has its row
+        x, y = ds[i]
+        c = int(y) if cfg.model.num_classes else 0
+        if len(by_class[c]) < per_class:
+            by_class[c].append(x.numpy())
+    real = [x for c in range(k) for x in by_class[c]]
+    real_labels = [c for c in range(k) for _ in by_class[c]]
     stem = Path(out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [render(real, stem.with_name(f"{stem.name}_real.png"),
