@@ -124,7 +124,7 @@ def cmd_sample(args) -> int:
         torch.cuda.set_device(m.device)
         m.model = m.model.to(m.device)
     sampler = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance": args.guidance,
-               "ddpm_variance": args.ddpm_variance}
+               "ddpm_variance": args.ddpm_variance, "guidance_interval": args.guidance_interval}
     s = m.sampler_config(**{("name" if k == "sampler" else k): v for k, v in sampler.items()})
     k = m.num_classes
     if (args.classes is not None or args.labels is not None) and not k:
@@ -341,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class", dest="classes", help="class index or comma list (default: every class)")
     s.add_argument("--per-class", type=POSITIVE_INT, default=10, help="samples per class in the grid (default 10)")
     s.add_argument("--guidance", type=FINITE, help="classifier-free guidance w (0 = none)")
+    s.add_argument("--guidance-interval", nargs=2, type=NON_NEGATIVE, metavar=("SIGMA_LO", "SIGMA_HI"),
+                   help="guide only where the noise level sigma lies in (LO, HI] (default: the config's)")
     s.add_argument("--steps", type=POSITIVE_INT, help="sampling steps")
     # checked against the table (rinkit.diffusion.SAMPLERS) in cmd_sample: no torch import to parse
     s.add_argument("--sampler", metavar="NAME", help="sampler: ddpm, ddim, dpm++2m, heun, ... (default: the config's)")
