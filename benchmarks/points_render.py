@@ -20,7 +20,8 @@ import torch
 
 
 def render_checkpoint(ckpt: str, points: int, guidances: list[float], per_class: int, out: str,
-                      steps: int | None = None, device: str = "auto") -> list[Path]:
+                      steps: int | None = None, device: str = "auto",
+                      interval: tuple[float, float] | None = None) -> list[Path]:
     from rinkit.build import resolve
     from rinkit.errors import RinkitError
     from rinkit.sampling import balanced_labels, generate, load_for_sampling
@@ -54,11 +55,13 @@ def render_checkpoint(ckpt: str, points: int, guidances: list[float], per_class:
                     torch.tensor(real_labels) if cfg.model.num_classes else None, names,
                     title=f"held-out real clouds, {points} points")]
     for w in guidances:
-        kw = {"guidance": w} | ({"steps": steps} if steps else {})
+        kw = {"guidance": w} | ({"steps": steps} if steps else {}) | ({"guidance_interval": interval} if interval else {})
+        iv = interval or cfg.sampler.guidance_interval
         x = generate(model, cfg, per_class * k, labels, 1, dev, **kw)
         paths.append(render([s.numpy() for s in x], stem.with_name(f"{stem.name}_model_g{w:g}.png"), labels, names,
                             title=f"model samples, {points} points, {cfg.sampler.name} "
-                                  f"{steps or cfg.sampler.steps} steps, guidance {w:g}"))
+                                  f"{steps or cfg.sampler.steps} steps, guidance {w:g}"
+                                  + (f" for sigma in ({iv[0]:g}, {iv[1]:g}]" if iv and w else "")))
     return paths
 
 
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
     ap.add_argument("--points", type=int, default=1024, help="points per drawn cloud (default 1024)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[0.0], help="classifier-free guidance w (0 = none)")
+    ap.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("SIGMA_LO", "SIGMA_HI"),
+                    help="guide only where sigma lies in (LO, HI]; `0 inf` = every step (default: the config's)")
     ap.add_argument("--per-class", type=int, default=6)
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
     ap.add_argument("--out", default="points_render", help="output path stem")
@@ -74,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from rinkit.errors import RinkitError
     try:
-        paths = render_checkpoint(a.ckpt, a.points, a.guidance, a.per_class, a.out, a.steps, a.device)
+        paths = render_checkpoint(a.ckpt, a.points, a.guidance, a.per_class, a.out, a.steps, a.device,
+                                  None if a.guidance_interval is None else tuple(a.guidance_interval))
     except RinkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
