@@ -2,11 +2,13 @@
 one row per class, at any point count and guidance, beside held-out real clouds drawn at the same
 point count, so that a person compares like with like.
 
-    python -m benchmarks.points_render --ckpt runs/points-shapes [--points 1024] [--guidance 0 2] [--per-class 6]
+    python -m benchmarks.points_render --ckpt runs/points-shapes [--points N] [--guidance 0 2] [--per-class 6]
 
 With `tokens: points` every interface token is a point, so the trained weights denoise a cloud of
-any size (PointInfinity's resolution-free property): 1,024 points show a surface that 256 leave
-to the imagination. The set metrics stay at the trained size (benchmarks/points_references.py).
+any size (PointInfinity's resolution-free property). They do not draw the same surface at every
+size, though: at 1,024 points a model trained on 256 draws rounder, blobbier clouds
+(docs/points.md), so --points defaults to the trained size. The set metrics stay at the trained
+size (benchmarks/points_references.py).
 Writes OUT_real.png and OUT_model_g<w>.png per guidance w (sampling seed 1, as the trainer's
 evaluation); prints their paths.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 
 
-def render_checkpoint(ckpt: str, points: int, guidances: list[float], per_class: int, out: str,
+def render_checkpoint(ckpt: str, points: int | None, guidances: list[float], per_class: int, out: str,
                       steps: int | None = None, device: str = "auto",
                       interval: tuple[float, float] | None = None) -> list[Path]:
     from rinkit.build import resolve
@@ -33,6 +35,7 @@ def render_checkpoint(ckpt: str, points: int, guidances: list[float], per_class:
                           f"(one token per point), not {cfg.modality} / {cfg.modality_options.get('tokens')}")
     if not cfg.model.num_classes and any(w != 0 for w in guidances):
         raise RinkitError(f"{ckpt}: an unconditional model has no classifier-free guidance; use --guidance 0")
+    points = points or resolve(cfg).options.num_points  # default: the size the weights were trained at
     cfg = cfg.model_copy(update={"modality_options": {**cfg.modality_options, "num_points": points}})
     r = resolve(cfg)
     k = cfg.model.num_classes or 1
@@ -68,7 +71,7 @@ def render_checkpoint(ckpt: str, points: int, guidances: list[float], per_class:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.points_render", description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
-    ap.add_argument("--points", type=int, default=1024, help="points per drawn cloud (default 1024)")
+    ap.add_argument("--points", type=int, default=None, help="points per drawn cloud (default: the trained size)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[0.0], help="classifier-free guidance w (0 = none)")
     ap.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("SIGMA_LO", "SIGMA_HI"),
                     help="guide only where sigma lies in (LO, HI]; `0 inf` = every step (default: the config's)")
