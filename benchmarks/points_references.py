@@ -8,7 +8,10 @@ clouds the trainer uses (the first n of the test split), with n class-balanced s
 --ckpt adds the row of a trained model (its EMA weights, class-balanced samples drawn as the
 trainer's end-of-training evaluation draws them, the checkpoint's own config): more samples than
 the trainer's `eval_samples` make its numbers less noisy. --cd-only skips the EMD measures,
-whose exact assignments dominate the cost (about 4x per doubling of --samples).
+whose exact assignments dominate the cost (about 4x per doubling of --samples). --extents adds a
+table of each class's mean principal extents (the standard deviations along a cloud's principal
+axes, largest first) for the real train clouds and each model row: the set metrics do not say
+whether a class comes out too small or too round; this does.
 
 points: real train clouds (the floor: another draw of the same distribution); the same with
 Gaussian jitter on every point (how fast the metrics punish a fuzzy surface); Gaussian blobs with
@@ -60,20 +63,45 @@ def references_for(cfg, n: int, with_emd: bool = True, real_only: bool = False) 
     return {name: metric(s) for name, s in rows.items()}
 
 
+def extents(x: torch.Tensor, labels: torch.Tensor | None) -> dict[int, list[float]]:
+    """{class: mean principal standard deviations (3, largest first)} of clouds x (B, N, 3)."""
+    c = x - x.mean(1, keepdim=True)
+    cov = torch.einsum("bni,bnj->bij", c, c) / x.shape[1]
+    sd = torch.linalg.eigvalsh(cov).clamp_min(0).sqrt().flip(-1)  # (B, 3), descending
+    labels = torch.zeros(len(x), dtype=torch.long) if labels is None else labels.cpu()
+    return {int(k): sd[labels == k].mean(0).tolist() for k in labels.unique()}
+
+
+def real_extents(ckpt_or_preset: str, n: int) -> dict[int, list[float]]:
+    from rinkit.build import resolve
+    from rinkit.config import load_config
+    cfg = load_config(ckpt_or_preset, None, [])
+    r = resolve(cfg)
+    ds = r.dataset.build(r.options, cfg.data, "train")
+    items = [ds[i] for i in range(n)]
+    return extents(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]))
+
+
 def model_row(ckpt: str, n: int, with_emd: bool = True, device: str = "auto",
-              guidance: float | None = None) -> tuple[str, dict[str, float]]:
+              guidance: float | None = None, interval: tuple[float, float] | None = None,
+              sizes: dict | None = None) -> tuple[str, dict[str, float]]:
     """(row name, metrics) of a checkpoint's EMA model on n class-balanced samples (sampling seed 1,
     as the trainer's evaluation), scored against the same held-out clouds as the references.
-    `guidance` overrides the checkpoint's sampler guidance."""
+    `guidance` / `interval` override the checkpoint's sampler guidance / guidance_interval."""
     from rinkit.build import resolve
     from rinkit.sampling import balanced_labels, generate, load_for_sampling
     from rinkit_plugins.points.metrics import PointMetric
     model, cfg, dev = load_for_sampling(ckpt, device)
     k = cfg.model.num_classes
     labels = balanced_labels(-(-n // k), k, "cpu")[:n] if k else None
-    x = generate(model, cfg, n, labels, 1, dev, **({} if guidance is None else {"guidance": guidance}))
+    over = ({} if guidance is None else {"guidance": guidance}) | ({} if interval is None else {"guidance_interval": interval})
+    x = generate(model, cfg, n, labels, 1, dev, **over)
     metric = PointMetric(cfg.modality, resolve(cfg).options, cfg.data, with_emd=with_emd)
-    return f"model: {ckpt}" + ("" if guidance is None else f", guidance {guidance:g}"), metric(x.cpu())
+    name = f"model: {ckpt}" + ("" if guidance is None else f", guidance {guidance:g}")
+    name += "" if interval is None else f", sigma in ({interval[0]:g}, {interval[1]:g}]"
+    if sizes is not None:
+        sizes[name] = extents(x.cpu(), labels)
+    return name, metric(x.cpu())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,11 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-only", action="store_true", help="of the reference rows, only the real clouds' row")
     ap.add_argument("--guidance", type=float, nargs="+", default=None,
                     help="with --ckpt: one row per classifier-free guidance w (default: the checkpoint's sampler)")
+    ap.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("SIGMA_LO", "SIGMA_HI"),
+                    help="with --ckpt: guide only where sigma lies in (LO, HI]; `0 inf` = every step "
+                         "(default: the checkpoint's sampler)")
+    ap.add_argument("--extents", action="store_true",
+                    help="also print each class's mean principal extents, real train clouds and model rows")
     args = ap.parse_args(argv)
+    sizes = {f"real train clouds ({args.preset})": real_extents(args.preset, args.samples)} if args.extents else None
     res = references(args.preset, args.samples, args.overrides, not args.cd_only, args.real_only)
     if args.ckpt:
         for w in args.guidance or [None]:
-            name, row = model_row(args.ckpt, args.samples, not args.cd_only, guidance=w)
+            name, row = model_row(args.ckpt, args.samples, not args.cd_only, guidance=w,
+                                  interval=None if args.guidance_interval is None else tuple(args.guidance_interval),
+                                  sizes=sizes)
             res[name] = row
     p = "vox" if any(k.startswith("vox") for r in res.values() for k in r) else "pc"
     cols = [("1-NNA-CD", "1nna_cd", ".3f"), ("MMD-CD", "mmd_cd", ".4f"), ("COV-CD", "cov_cd", ".3f")]
@@ -100,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
           + "|---" * (len(cols) + 1) + "|")
     for name, r in res.items():
         print(f"| {name} | " + " | ".join(format(r[f"{p}_{k}"], f) for _, k, f in cols) + " |")
+    if sizes:
+        classes = sorted({k for v in sizes.values() for k in v})
+        print("\nmean principal extents per class (standard deviations along the principal axes, largest first)\n\n"
+              "| clouds | " + " | ".join(f"class {k}" for k in classes) + " |\n" + "|---" * (len(classes) + 1) + "|")
+        for name, v in sizes.items():
+            print(f"| {name} | " + " | ".join(" / ".join(f"{e:.3f}" for e in v[k]) if k in v else "" for k in classes) + " |")
     return 0
 
 

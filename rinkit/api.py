@@ -103,7 +103,7 @@ class Model:
 
     def sampler_config(self, **over):
         """The checkpoint's sampler settings with the non-None overrides (name, steps, eta,
-        guidance, ddpm_variance) applied and validated (one line for a bad value)."""
+        guidance, guidance_interval, ddpm_variance) applied and validated (one line for a bad value)."""
         from pydantic import ValidationError
 
         from rinkit.config import describe_validation
@@ -145,7 +145,7 @@ class Model:
     def sample(self, n: int | None = None, labels=None, *, classes: Sequence[int] | None = None,
                per_class: int = 10, steps: int | None = None, sampler: str | None = None,
                guidance: float | None = None, eta: float | None = None, ddpm_variance: str | None = None,
-               seed: int = 0, context: torch.Tensor | None = None, batch_size: int = 256,
+               guidance_interval: tuple[float, float] | None = None, seed: int = 0, context: torch.Tensor | None = None, batch_size: int = 256,
                carry_latents: bool | None = None) -> torch.Tensor:
         """Samples (n, *sample_shape) in the modality's data range [-1, 1], on the CPU.
 
@@ -154,7 +154,8 @@ class Model:
         settings default to the checkpoint's. `context`: the clean conditioning of modalities
         that condition on data (video's given frames); default: held-out examples, as the CLI."""
         from rinkit.sampling import conditioning_examples, generate
-        s = self.sampler_config(name=sampler, steps=steps, eta=eta, guidance=guidance, ddpm_variance=ddpm_variance)
+        s = self.sampler_config(name=sampler, steps=steps, eta=eta, guidance=guidance, ddpm_variance=ddpm_variance,
+                                guidance_interval=guidance_interval)
         n, labels = self.resolve_labels(n, labels, classes, per_class, seed)
         if context is None:
             context = conditioning_examples(self.cfg, n, labels)

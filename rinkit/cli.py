@@ -24,15 +24,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"rinkit: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _number(kind, low=None):
-    """argparse type: an int / finite float, >= low."""
+def _number(kind, low=None, allow_inf: bool = False):
+    """argparse type: an int / finite float (or +inf with allow_inf), >= low."""
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
-        if not math.isfinite(v):
+        if not math.isfinite(v) and not (allow_inf and v == math.inf):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if low is not None and v < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
@@ -41,6 +41,7 @@ def _number(kind, low=None):
 
 
 POSITIVE_INT, FINITE, NON_NEGATIVE = _number(int, 1), _number(float), _number(float, 0)
+SIGMA = _number(float, 0, allow_inf=True)  # a noise level: inf = above every step
 
 
 def _device(text: str) -> str:
@@ -124,7 +125,7 @@ def cmd_sample(args) -> int:
         torch.cuda.set_device(m.device)
         m.model = m.model.to(m.device)
     sampler = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "guidance": args.guidance,
-               "ddpm_variance": args.ddpm_variance}
+               "ddpm_variance": args.ddpm_variance, "guidance_interval": args.guidance_interval}
     s = m.sampler_config(**{("name" if k == "sampler" else k): v for k, v in sampler.items()})
     k = m.num_classes
     if (args.classes is not None or args.labels is not None) and not k:
@@ -341,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class", dest="classes", help="class index or comma list (default: every class)")
     s.add_argument("--per-class", type=POSITIVE_INT, default=10, help="samples per class in the grid (default 10)")
     s.add_argument("--guidance", type=FINITE, help="classifier-free guidance w (0 = none)")
+    s.add_argument("--guidance-interval", nargs=2, type=SIGMA, metavar=("SIGMA_LO", "SIGMA_HI"),
+                   help="guide only where the noise level sigma lies in (LO, HI]; 0 inf = every step "
+                        "(default: the config's)")
     s.add_argument("--steps", type=POSITIVE_INT, help="sampling steps")
     # checked against the table (rinkit.diffusion.SAMPLERS) in cmd_sample: no torch import to parse
     s.add_argument("--sampler", metavar="NAME", help="sampler: ddpm, ddim, dpm++2m, heun, ... (default: the config's)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
@@ -91,7 +91,17 @@ class SamplerConfig(Section):
     steps: int = Field(100, ge=1)
     eta: float = Field(0.0, ge=0)
     guidance: float = 0.0
+    # guide only where sigma = sqrt((1 - gamma) / gamma) lies in (lo, hi] (Kynkaanniemi et al.
+    # 2024); None = at every step
+    guidance_interval: tuple[float, Annotated[float, Field(allow_inf_nan=True)]] | None = None  # hi may be inf
     ddpm_variance: Literal["large", "small"] = "large"
+
+    @field_validator("guidance_interval")
+    @classmethod
+    def _interval(cls, v):
+        if v is not None and not (0 <= v[0] < v[1]):  # also refuses a NaN
+            raise ValueError(f"guidance_interval must be [sigma_lo, sigma_hi] with 0 <= sigma_lo < sigma_hi, got {list(v)}")
+        return v
 
     @field_validator("name")
     @classmethod

@@ -58,7 +58,7 @@ def generate(model, cfg: ConfigLike, n: int, labels: torch.Tensor | None, seed: 
              batch_size: int = 256, context: torch.Tensor | None = None, start: int = 0,
              progress=None, carry_latents: bool | None = None, **sampler_overrides) -> torch.Tensor:
     """n samples (images start .. start+n-1 of seed `seed`) with the config's sampler, whose
-    fields (name, steps, eta, guidance, ddpm_variance) may be overridden. `labels` and `context`
+    fields (name, steps, eta, guidance, guidance_interval, ddpm_variance) may be overridden. `labels` and `context`
     hold the n examples' labels / clean conditioning. `progress(k)` is called after each batch
     of k samples. Returns data in [-1, 1] on the CPU."""
     diffusion, shape = build_diffusion(cfg), resolve(cfg).sample_shape
@@ -71,7 +71,8 @@ def generate(model, cfg: ConfigLike, n: int, labels: torch.Tensor | None, seed: 
         gens = image_generators(seed, range(start + i, start + i + b))
         x = sample(model, diffusion, (b, *shape), lab, steps=s.steps, sampler=s.name, eta=s.eta,
                    guidance=s.guidance if guided(cfg) else 0.0, ddpm_variance=s.ddpm_variance,
-                   carry_latents=carry_latents, context=ctx, generator=gens, device=device)
+                   guidance_interval=s.guidance_interval, carry_latents=carry_latents, context=ctx,
+                   generator=gens, device=device)
         out.append(x.cpu())
         if progress is not None:
             progress(b)

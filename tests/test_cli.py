@@ -68,6 +68,19 @@ def test_train_then_sample_grid_and_npz(tmp_path, capsys):
     assert main(["sample", "--ckpt", str(run), "--class", "3,5", "--per-class", "2", "--steps", "3",
                  "--sampler", "ddim", "--guidance", "1.5", "--out", str(tmp_path / "g")]) == 0
     assert (tmp_path / "g.png").exists()
+    # --guidance-interval reaches the sampler: an interval that no step's sigma reaches draws the
+    # unguided images, one that holds every step the guided ones
+    outs = {}
+    for name, extra in {"plain": ["--guidance", "0"], "guided": ["--guidance", "3"],
+                        "never": ["--guidance", "3", "--guidance-interval", "1e6", "2e6"],
+                        "always": ["--guidance", "3", "--guidance-interval", "0", "inf"]}.items():
+        f = tmp_path / f"{name}.npz"
+        assert main(["sample", "--ckpt", str(run), "--num", "4", "--npz", str(f), "--steps", "3", *extra]) == 0
+        outs[name] = np.load(f)["arr_0"]
+    assert (outs["never"] == outs["plain"]).all() and (outs["always"] == outs["guided"]).all()
+    assert (outs["guided"] != outs["plain"]).any()
+    assert main(["sample", "--ckpt", str(run), "--guidance-interval", "2", "1"]) == 2
+    assert "guidance_interval must be" in capsys.readouterr().err
     npz = tmp_path / "s.npz"
     assert main(["sample", "--ckpt", str(run), "--num", "5", "--npz", str(npz), "--steps", "2"]) == 0
     data = np.load(npz)

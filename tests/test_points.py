@@ -271,6 +271,18 @@ def test_points_reference_rows_and_a_checkpoints_row(tmp_path, capsys):
     rows = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ") and "---" not in x][1:]
     assert [x.split(" | ")[0] for x in rows[1:]] == [f"| model: {tmp_path / 'run'}, guidance {w}" for w in (0, 4)]
     assert rows[1].split(" | ")[1:] != rows[2].split(" | ")[1:]
+    # --guidance-interval: a sigma interval that no sampling step reaches leaves the samples unguided;
+    # --extents adds each class's principal extents for the real clouds and every model row
+    assert refs_main(["--samples", "8", "--cd-only", "--real-only", "--ckpt", str(tmp_path / "run"), "--set", *over,
+                      "--guidance", "4", "--guidance-interval", "1e6", "2e6", "--extents"]) == 0
+    out = capsys.readouterr().out
+    table = [x for x in out.split("mean principal extents")[0].splitlines() if x.startswith("| ") and "---" not in x]
+    assert table[-1].split(" | ")[0] == f"| model: {tmp_path / 'run'}, guidance 4, sigma in (1e+06, 2e+06]"
+    assert table[-1].split(" | ")[1:] == rows[1].split(" | ")[1:]  # = the w = 0 row
+    sizes = [x for x in out.split("mean principal extents")[1].splitlines() if x.startswith("| ") and "---" not in x]
+    assert sizes[0].startswith("| clouds | class 0 | class 1 | class 2 | class 3") and len(sizes) == 3
+    real_sphere = [float(v) for v in sizes[1].split(" | ")[1].split(" / ")]
+    assert real_sphere == sorted(real_sphere, reverse=True) and max(real_sphere) / min(real_sphere) < 1.3  # round
 
 
 def test_the_group_tokenizers_state_reaches_its_detokenizer():

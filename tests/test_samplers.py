@@ -120,3 +120,44 @@ def test_guidance_works_for_a_model_without_latents():
     x0, _, latents = denoise(NoLatents(), d, x, g, labels, guidance=2.0, clip=False)
     assert latents is None
     torch.testing.assert_close(x0, (3 * labels.float() - 2 * 3.0)[:, None].expand(2, 4))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "heun"])
+def test_guidance_interval_guides_only_the_steps_whose_sigma_lies_inside(sampler):
+    """Guidance in a limited interval (Kynkaanniemi et al. 2024): an evaluation is guided (the
+    batch doubled with the null class) exactly when its sigma = sqrt((1 - gamma) / gamma) lies in
+    (lo, hi]; outside it the model runs once, unguided. No interval guides every step."""
+    class Recorder(torch.nn.Module):
+        calls = []
+
+        def forward(self, x, gamma, labels, prev=None, context=None):
+            self.calls.append((len(x), float(gamma[0]), bool((labels == 3).any())))
+            return x * 0.5 + labels.float()[:, None, None, None] * 0.01, None
+
+    d = Diffusion(pred="eps", num_classes=3, cond_dropout=0.1, self_cond_rate=0.0)
+    labels = torch.tensor([0, 2])
+
+    def run(interval):
+        Recorder.calls = []
+        x = sample(Recorder(), d, (2, 1, 4, 4), labels, steps=12, sampler=sampler, guidance=2.0,
+                   guidance_interval=interval, generator=torch.Generator().manual_seed(0))
+        return x, list(Recorder.calls)
+
+    lo, hi = 0.3, 3.0
+    x_all, calls_all = run(None)
+    x_in, calls = run((lo, hi))
+    x_none, calls_none = run((100.0, 200.0))  # no step of the grid has sigma in there
+    assert all(n == 4 and null for n, _, null in calls_all)
+    assert all(n == 2 and not null for n, _, null in calls_none)
+    sig = [math.sqrt((1 - g) / g) if g > 0 else math.inf for _, g, _ in calls]
+    guided = [n == 4 and null for n, _, null in calls]
+    assert guided == [lo < s <= hi for s in sig] and any(guided) and not all(guided)
+    assert not torch.allclose(x_in, x_all) and not torch.allclose(x_in, x_none)
+
+
+def test_guidance_interval_is_validated_in_the_config():
+    from rinkit.errors import RinkitError
+    cfg = load_config("points-shapes", None, ["sampler.guidance_interval=[0.1,2.5]"])
+    assert cfg.sampler.guidance_interval == (0.1, 2.5)
+    with pytest.raises(RinkitError, match="guidance_interval must be .sigma_lo, sigma_hi. with 0 <= sigma_lo < sigma_hi"):
+        load_config("points-shapes", None, ["sampler.guidance_interval=[2,1]"])

@@ -261,3 +261,28 @@ def test_trajectory_tool_splits_class_kept_by_predicted_frame(tmp_path, capsys):
     for r in rows:
         frames = [float(v) for v in r[5].split(" / ")]
         assert len(frames) == 4 and abs(sum(frames) / 4 - float(r[4])) < 0.011  # both rounded to 2 places
+
+
+def test_guidance_sweep_scores_each_weight_and_interval_with_the_modality_metrics(tmp_path, capsys):
+    """benchmarks/guidance_sweep: one row per (w, interval), w = 0 once, each scored by the
+    modality's registered metrics on the same clips; an interval that no sampling step reaches
+    gives the unguided row's numbers; an unguided model or a bad interval: one line, exit 2."""
+    import json
+
+    from benchmarks.guidance_sweep import main as sweep_main
+    from rinkit.train.trainer import train
+    run = tmp_path / "run"
+    train(load_config("video-digits", None, [*TINY, "diffusion.context_dropout=0.5", "train.steps=3",
+                                             "train.ckpt_every=3"]), run_dir=run, progress=False)
+    out = tmp_path / "sweep.json"
+    assert sweep_main([str(run), "--samples", "8", "--guidance", "0", "3", "--intervals", "all", "1e6,2e6",
+                       "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["guidance"], r["interval"]) for r in rows] == [(0, None), (3, None), (3, [1e6, 2e6])]
+    assert rows[2]["video_digits_fid"] == rows[0]["video_digits_fid"] != rows[1]["video_digits_fid"]
+    assert "| 3 | every step |" in capsys.readouterr().out
+    assert sweep_main([str(run), "--intervals", "2,1"]) == 2
+    plain = tmp_path / "plain"
+    train(load_config("video-digits", None, [*TINY, "train.steps=1", "train.ckpt_every=1"]), run_dir=plain, progress=False)
+    assert sweep_main([str(plain), "--samples", "4", "--guidance", "1"]) == 2
+    assert "not trained for guidance" in capsys.readouterr().err

@@ -23,7 +23,12 @@ context); the conditional half's latents are carried and both halves read the sa
 latents (official behaviour). With the diffusion's `self_cond_x0` the previous evaluation's
 (clipped, guided) x_0 estimate is fed too, zeros at the first, as in training's pass 1.
 Guidance follows the official form pred = (1 + w) * cond - w * uncond, so w = 0 is unguided
-(DiT's cfg scale s is w + 1).
+(DiT's cfg scale s is w + 1). `guidance_interval` (sigma_lo, sigma_hi) applies it only to the
+evaluations whose noise level sigma = sqrt((1 - gamma) / gamma) lies in (sigma_lo, sigma_hi], the
+others run unguided (one half, half the cost): Kynkaanniemi et al. 2024 ("Applying guidance in a
+limited interval", EDM2's guidance), because guidance at high noise sets the sample's global
+layout towards the class's mode (size, pose) and costs diversity, while the mid levels carry the
+class's shape.
 """
 from __future__ import annotations
 
@@ -135,6 +140,14 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": sample_ddpm, "ddim": sample_ddim, "dpm++2m": sample_dpmpp_2m, "heun": sample_heun}
 
 
+def in_interval(gamma: torch.Tensor, interval: tuple[float, float]) -> bool:
+    """Whether the noise level sigma = sqrt((1 - gamma) / gamma) of a sampling step (one gamma for
+    the batch) lies in (lo, hi]."""
+    g = float(gamma.reshape(-1)[0])
+    sigma = ((1 - g) / g) ** 0.5 if g > 0 else float("inf")
+    return interval[0] < sigma <= interval[1]
+
+
 def sampling_grid(diffusion: Diffusion, steps: int, device=None) -> torch.Tensor:
     """gamma(t_k) for t_k = 1 - k/steps, k = 0..steps, under the sampling schedule."""
     t = torch.tensor([1.0 - k / steps for k in range(steps + 1)], device=device)
@@ -145,10 +158,12 @@ def sampling_grid(diffusion: Diffusion, steps: int, device=None) -> torch.Tensor
 def sample(model, diffusion: Diffusion, shape, labels=None, steps: int = 100,
            sampler: str = "ddpm", eta: float = 0.0, guidance: float = 0.0,
            carry_latents: bool | None = None, ddpm_variance: str = "large", context=None,
-           generator=None, device=None, clip: bool = True, callback=None) -> torch.Tensor:
+           generator=None, device=None, clip: bool = True, callback=None,
+           guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:
     """Draw samples with `SAMPLERS[sampler]`; returns data in [-1, 1] (x_0 / b). `generator` may
     be one torch.Generator or a list with one per example (per-image seeds). `callback(i, x0)`
-    sees every network evaluation's x_0 estimate."""
+    sees every network evaluation's x_0 estimate. `guidance_interval` (sigma_lo, sigma_hi): guide
+    only the evaluations with sigma_lo < sigma <= sigma_hi (None: all)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if steps < 1:
@@ -161,7 +176,8 @@ def sample(model, diffusion: Diffusion, shape, labels=None, steps: int = 100,
 
     def den(x_t, gamma):
         g = gamma.expand(shape[0])
-        x0, eps, latents = denoise(model, diffusion, x_t, g, labels, state["latents"], guidance, context,
+        w = guidance if guidance_interval is None or in_interval(gamma, guidance_interval) else 0.0
+        x0, eps, latents = denoise(model, diffusion, x_t, g, labels, state["latents"], w, context,
                                    clip, state["x0"])
         state["latents"] = latents if carry else None
         if diffusion.self_cond_x0 and carry:
