@@ -145,7 +145,8 @@ class Model:
     def sample(self, n: int | None = None, labels=None, *, classes: Sequence[int] | None = None,
                per_class: int = 10, steps: int | None = None, sampler: str | None = None,
                guidance: float | None = None, eta: float | None = None, ddpm_variance: str | None = None,
-               guidance_interval: tuple[float, float] | None = None, seed: int = 0, context: torch.Tensor | None = None, batch_size: int = 256,
+               guidance_interval: tuple[float, float] | None = None, seed: int = 0,
+               context: torch.Tensor | None = None, batch_size: int = 256,
                carry_latents: bool | None = None) -> torch.Tensor:
         """Samples (n, *sample_shape) in the modality's data range [-1, 1], on the CPU.
 

@@ -100,7 +100,8 @@ class SamplerConfig(Section):
     @classmethod
     def _interval(cls, v):
         if v is not None and not (0 <= v[0] < v[1]):  # also refuses a NaN
-            raise ValueError(f"guidance_interval must be [sigma_lo, sigma_hi] with 0 <= sigma_lo < sigma_hi, got {list(v)}")
+            raise ValueError("guidance_interval must be [sigma_lo, sigma_hi] with 0 <= sigma_lo < sigma_hi, "
+                             f"got {list(v)}")
         return v
 
     @field_validator("name")
