@@ -95,13 +95,13 @@ def model_row(ckpt: str, n: int, with_emd: bool = True, device: str = "auto",
     k = cfg.model.num_classes
     labels = balanced_labels(-(-n // k), k, "cpu")[:n] if k else None
     over = ({} if guidance is None else {"guidance": guidance}) | ({} if interval is None else {"guidance_interval": interval})
-    x = generate(model, cfg, n, labels, 1, dev, **over)
+    x = generate(model, cfg, n, labels, 1, dev, **over).cpu()
     metric = PointMetric(cfg.modality, resolve(cfg).options, cfg.data, with_emd=with_emd)
     name = f"model: {ckpt}" + ("" if guidance is None else f", guidance {guidance:g}")
     name += "" if interval is None else f", sigma in ({interval[0]:g}, {interval[1]:g}]"
     if sizes is not None:
-        sizes[name] = extents(x.cpu(), labels)
-    return name, metric(x.cpu())
+        sizes[name] = extents(x, labels)
+    return name, metric(x)
 
 
 def main(argv: list[str] | None = None) -> int:
