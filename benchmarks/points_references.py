@@ -85,7 +85,7 @@ def thickness(x: torch.Tensor, labels: torch.Tensor | None, k: int = 16) -> dict
     lam = torch.linalg.eigvalsh(torch.einsum("bnki,bnkj->bnij", c, c) / k)[..., 0].clamp_min(0).sqrt()
     per_cloud = lam.mean(1)
     labels = torch.zeros(len(x), dtype=torch.long) if labels is None else labels.cpu()
-    return {int(c): float(per_cloud[labels == c].mean()) for c in labels.unique()}
+    return {int(cls): float(per_cloud[labels == cls].mean()) for cls in labels.unique()}
 
 
 def shape_stats(x: torch.Tensor, labels: torch.Tensor | None) -> dict[int, list[float]]:
