@@ -11,7 +11,10 @@ the trainer's `eval_samples` make its numbers less noisy. --cd-only skips the EM
 whose exact assignments dominate the cost (about 4x per doubling of --samples). --extents adds a
 table of each class's mean principal extents (the standard deviations along a cloud's principal
 axes, largest first) for the real train clouds and each model row: the set metrics do not say
-whether a class comes out too small or too round; this does.
+whether a class comes out too small or too round; this does. It also gives each class's mean
+local thickness: the smallest principal standard deviation of every point's 16 nearest neighbours,
+i.e. how far points stray from the local tangent plane (a fuzzy surface, not a wrong shape, is what
+blurs a box's edges into a cylinder's); the real clouds' value is the floor set by curvature.
 
 points: real train clouds (the floor: another draw of the same distribution); the same with
 Gaussian jitter on every point (how fast the metrics punish a fuzzy surface); Gaussian blobs with
@@ -72,6 +75,25 @@ def extents(x: torch.Tensor, labels: torch.Tensor | None) -> dict[int, list[floa
     return {int(k): sd[labels == k].mean(0).tolist() for k in labels.unique()}
 
 
+def thickness(x: torch.Tensor, labels: torch.Tensor | None, k: int = 16) -> dict[int, float]:
+    """{class: mean local thickness} of clouds x (B, N, 3): per point, the smallest principal
+    standard deviation of its k nearest neighbours (itself included)."""
+    x = x.float()
+    idx = torch.cdist(x, x).topk(k, dim=-1, largest=False).indices  # (B, N, k)
+    nb = torch.gather(x[:, None].expand(-1, x.shape[1], -1, -1), 2, idx[..., None].expand(-1, -1, -1, 3))
+    c = nb - nb.mean(2, keepdim=True)
+    lam = torch.linalg.eigvalsh(torch.einsum("bnki,bnkj->bnij", c, c) / k)[..., 0].clamp_min(0).sqrt()
+    per_cloud = lam.mean(1)
+    labels = torch.zeros(len(x), dtype=torch.long) if labels is None else labels.cpu()
+    return {int(cls): float(per_cloud[labels == cls].mean()) for cls in labels.unique()}
+
+
+def shape_stats(x: torch.Tensor, labels: torch.Tensor | None) -> dict[int, list[float]]:
+    """{class: [3 mean principal extents, largest first; mean local thickness]}."""
+    e, t = extents(x, labels), thickness(x, labels)
+    return {c: [*e[c], t[c]] for c in e}
+
+
 def real_extents(ckpt_or_preset: str, n: int) -> dict[int, list[float]]:
     from rinkit.build import resolve
     from rinkit.config import load_config
@@ -79,7 +101,7 @@ def real_extents(ckpt_or_preset: str, n: int) -> dict[int, list[float]]:
     r = resolve(cfg)
     ds = r.dataset.build(r.options, cfg.data, "train")
     items = [ds[i] for i in range(n)]
-    return extents(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]))
+    return shape_stats(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]))
 
 
 def model_row(ckpt: str, n: int, with_emd: bool = True, device: str = "auto",
@@ -100,7 +122,7 @@ def model_row(ckpt: str, n: int, with_emd: bool = True, device: str = "auto",
     name = f"model: {ckpt}" + ("" if guidance is None else f", guidance {guidance:g}")
     name += "" if interval is None else f", sigma in ({interval[0]:g}, {interval[1]:g}]"
     if sizes is not None:
-        sizes[name] = extents(x, labels)
+        sizes[name] = shape_stats(x, labels)
     return name, metric(x)
 
 
@@ -118,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --ckpt: guide only where sigma lies in (LO, HI]; `0 inf` = every step "
                          "(default: the checkpoint's sampler)")
     ap.add_argument("--extents", action="store_true",
-                    help="also print each class's mean principal extents, real train clouds and model rows")
+                    help="also print each class's mean principal extents and local thickness, real train "
+                         "clouds and model rows")
     args = ap.parse_args(argv)
     sizes = {f"real train clouds ({args.preset})": real_extents(args.preset, args.samples)} if args.extents else None
     res = references(args.preset, args.samples, args.overrides, not args.cd_only, args.real_only)
@@ -138,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | " + " | ".join(format(r[f"{p}_{k}"], f) for _, k, f in cols) + " |")
     if sizes:
         classes = sorted({k for v in sizes.values() for k in v})
-        print("\nmean principal extents per class (standard deviations along the principal axes, largest first)\n\n"
+        print("\nper class: mean principal extents (standard deviations along the principal axes, largest "
+              "first), and mean local thickness (16 nearest neighbours)\n\n"
               "| clouds | " + " | ".join(f"class {k}" for k in classes) + " |\n" + "|---" * (len(classes) + 1) + "|")
         for name, v in sizes.items():
-            print(f"| {name} | " + " | ".join(" / ".join(f"{e:.3f}" for e in v[k]) if k in v else "" for k in classes) + " |")
+            print(f"| {name} | " + " | ".join(" / ".join(f"{e:.3f}" for e in v[k][:3]) + f", thickness {v[k][3]:.4f}"
+                                             if k in v else "" for k in classes) + " |")
     return 0
 
 

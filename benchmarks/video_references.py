@@ -1,6 +1,7 @@
 """Reference rows of the moving-digits proxy (docs/video.md): the metric on constructed
-predictions — the true future, the last given frame frozen, another clip's future, Gaussian
-noise — for a video preset, so a trained model's numbers have a floor and a ceiling.
+predictions — the true future, the true future with per-pixel Gaussian noise (std 0.1 and 0.2:
+how much speckle each score tolerates), the last given frame frozen, another clip's future,
+Gaussian noise — for a video preset, so a trained model's numbers have a floor and a ceiling.
 
     python -m benchmarks.video_references [--preset video-digits] [--clips 128] [--set KEY=VALUE ...]
 """
@@ -30,6 +31,8 @@ def references_for(cfg, clips: int) -> dict[str, dict[str, float]]:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         rows = {"the true future": fut,
+                "the true future + noise std 0.1": (fut + 0.1 * torch.randn_like(fut)).clamp(-1, 1),
+                "the true future + noise std 0.2": (fut + 0.2 * torch.randn_like(fut)).clamp(-1, 1),
                 "last given frame frozen": ctx[:, -1:].expand_as(fut).clone(),
                 "another clip's future": fut[torch.randperm(clips)],
                 "Gaussian noise": torch.randn_like(fut).clamp(-1, 1)}

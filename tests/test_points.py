@@ -281,8 +281,22 @@ def test_points_reference_rows_and_a_checkpoints_row(tmp_path, capsys):
     assert table[-1].split(" | ")[1:] == rows[1].split(" | ")[1:]  # = the w = 0 row
     sizes = [x for x in out.split("mean principal extents")[1].splitlines() if x.startswith("| ") and "---" not in x]
     assert sizes[0].startswith("| clouds | class 0 | class 1 | class 2 | class 3") and len(sizes) == 3
-    real_sphere = [float(v) for v in sizes[1].split(" | ")[1].split(" / ")]
+    cell, thick = sizes[1].split(" | ")[1].split(", thickness ")
+    real_sphere = [float(v) for v in cell.split(" / ")]
     assert real_sphere == sorted(real_sphere, reverse=True) and max(real_sphere) / min(real_sphere) < 1.3  # round
+    assert 0 < float(thick) < 0.1 * real_sphere[-1]  # a real sphere's points lie on its surface
+
+
+def test_local_thickness_measures_how_far_points_stray_from_the_surface():
+    from benchmarks.points_references import thickness
+    g = torch.Generator().manual_seed(0)
+    plane = torch.cat([torch.rand(2, 256, 2, generator=g) * 2 - 1, torch.zeros(2, 256, 1)], -1)
+    jitter = torch.randn(plane.shape, generator=g)
+    t = [thickness(plane + s * jitter, torch.tensor([0, 1]))[0] for s in (0.0, 0.02, 0.05)]
+    assert t[0] < 1e-6 and t[0] < t[1] < t[2]
+    # the measure is per point: rotating the plane does not change it
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g))
+    assert abs(thickness((plane + 0.02 * jitter) @ q, None)[0] - thickness(plane + 0.02 * jitter, None)[0]) < 1e-4
 
 
 def test_the_group_tokenizers_state_reaches_its_detokenizer():

@@ -81,11 +81,37 @@ def test_context_concat_gives_each_token_the_last_given_frame_at_its_pixels():
     assert changed[:, 0, 0].all() and changed.sum() == 3
 
 
+def test_context_window_lets_a_token_see_the_given_frames_around_its_patch():
+    # context_window m: a token sees the concatenated given frames m px beyond its own patch, so content
+    # that has moved since the last given frame is within its reach
+    o = VideoOptions(frames=6, context_frames=2, frame_size=16, patch_size=4, time_patch=2, context_concat=True,
+                     context_window=4)
+    tok = VideoTokenizer(o, 8).eval()
+    x, ctx = torch.randn(1, 4, 1, 16, 16), torch.randn(1, 2, 1, 16, 16)
+    base, _ = tok(x, ctx)
+    ctx2 = ctx.clone()
+    ctx2[:, -1, :, :4, :4] += 1.0  # the top-left patch of the last given frame
+    changed = ((tok(x, ctx2)[0] - base).abs().sum(-1)[0] > 1e-6).reshape(3, 4, 4)
+    # every slot's patches (0..1, 0..1) have those pixels in their 12 x 12 window; the rest do not
+    assert changed[:, :2, :2].all() and changed.sum() == 12
+    ctx3 = ctx.clone()
+    ctx3[:, 0] += 1.0  # the frame before the last: only seen with context_concat_frames=2
+    assert torch.equal(tok(x, ctx3)[0][:, :32], base[:, :32])
+    o2 = o.model_copy(update={"context_concat_frames": 2})
+    tok2 = VideoTokenizer(o2, 8).eval()
+    assert not torch.allclose(tok2(x, ctx3)[0][:, :32], tok2(x, ctx)[0][:, :32])
+    assert tok2(x, ctx)[0].shape == base.shape
+
+
 def test_bad_options_are_one_line_errors():
     with pytest.raises(RinkitError, match="context_frames"):
         modality_options(tiny("modality_options.context_frames=8"))
     with pytest.raises(RinkitError, match="context_concat"):
         modality_options(tiny("modality_options.context_frames=0", "modality_options.context_concat=true"))
+    with pytest.raises(RinkitError, match="context_window"):
+        modality_options(tiny("modality_options.context_concat=false", "modality_options.context_window=4"))
+    with pytest.raises(RinkitError, match="context_concat_frames 3 exceeds context_frames 2"):
+        modality_options(tiny("modality_options.context_concat_frames=3"))
     with pytest.raises(RinkitError, match="divisible"):
         modality_options(tiny("modality_options.patch_size=5"))
     assert get_modality("video").default_preset in list_presets()
@@ -243,6 +269,10 @@ def test_video_reference_rows_order_the_constructed_predictions():
     assert true["video_class_keep"] == 1.0 and other["video_class_keep"] < 0.5
     assert true["video_motion_ok"] > frozen["video_motion_ok"] > noise["video_motion_ok"]
     assert noise["video_digits_fid"] > 3 * true["video_digits_fid"]
+    # speckle on the true future costs class kept in order of its strength (24 clips: FID's bias is too large)
+    n1, n2 = r["the true future + noise std 0.1"], r["the true future + noise std 0.2"]
+    assert true["video_class_keep"] > n1["video_class_keep"] > n2["video_class_keep"] > other["video_class_keep"]
+    assert true["video_digits_fid"] < n2["video_digits_fid"] < noise["video_digits_fid"]
 
 
 def test_trajectory_tool_splits_class_kept_by_predicted_frame(tmp_path, capsys):

@@ -27,6 +27,12 @@ class VideoOptions(BaseModel):
     # also sees the last given frame at the same pixels, so a token can copy what was there
     # without routing it through the latents. Needs context_frames > 0.
     context_concat: bool = False
+    # How many of the last given frames are concatenated (2 shows the local motion in the stem).
+    context_concat_frames: int = Field(1, ge=1)
+    # Margin m (px) of the window in which a token sees the concatenated given frames: a separate
+    # conv with kernel p + 2m and stride p, so a token can copy content that has moved up to ~m px
+    # since the last given frame, without the detour through the latents. 0 = the same pixels.
+    context_window: int = Field(0, ge=0)
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
     digit_size: int | None = Field(None, ge=2)  # moving digits: digit side (None = half the canvas)
@@ -55,6 +61,11 @@ class VideoOptions(BaseModel):
                              f"of frames {self.frames}")
         if self.context_concat and self.context_frames == 0:
             raise ValueError("context_concat needs context_frames > 0 (there is no given frame to concatenate)")
+        if (self.context_window or self.context_concat_frames > 1) and not self.context_concat:
+            raise ValueError("context_window and context_concat_frames need context_concat: true")
+        if self.context_concat and self.context_concat_frames > self.context_frames:
+            raise ValueError(f"context_concat_frames {self.context_concat_frames} exceeds context_frames "
+                             f"{self.context_frames}")
         if any(v % self.patch_size for v in self.size):
             raise ValueError(f"frame_size {self.frame_size} is not divisible by patch_size {self.patch_size}")
         if self.digit_size is not None and self.digit_size > min(self.size):

@@ -17,6 +17,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from rinkit.plugin import PatchEmbed, PatchUnembed
 
@@ -28,11 +29,16 @@ class VideoTokenizer(PatchEmbed):
     def __init__(self, opts, dim: int):
         tp, p, (h, w) = opts.time_patch, opts.patch_size, opts.size
         slots_ctx, slots_pred = opts.slots
-        in_ch = opts.channels * (2 if opts.context_concat else 1)  # + the last given frame's channels
+        k = opts.context_concat_frames if opts.context_concat else 0
+        m = opts.context_window
+        # + the last k given frames' channels, in the stem's own patch (m = 0) or in a wider window
+        in_ch = opts.channels * (1 + (k if not m else 0))
         super().__init__(in_ch, dim, (tp, p, p), (slots_ctx + slots_pred, h // p, w // p), opts.pos_emb)
         self.tp, self.p, self.slots_ctx, self.slots_pred = tp, p, slots_ctx, slots_pred
         self.per_slot = (h // p) * (w // p)
-        self.concat = opts.context_concat
+        self.concat, self.concat_frames = opts.context_concat, k
+        # the window stem: each token sees the given frames in (p + 2m)^2 pixels centred on its patch
+        self.window = nn.Conv2d(opts.channels * k, dim, p + 2 * m, stride=p, padding=m, bias=False) if m else None
 
     @property
     def num_cond_tokens(self) -> int:
@@ -47,15 +53,19 @@ class VideoTokenizer(PatchEmbed):
         return self.grid, torch.cat([torch.arange(n_pred, n_pred + n_ctx), torch.arange(n_pred)])
 
     def embed_frames(self, v: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C, H, W) -> (B, ceil(T/tp)·H'·W', D), time-major. `last` (B, 1, C, H, W), the
-        last given frame, is concatenated to every frame's channels when context_concat is on."""
-        if last is not None:
-            v = torch.cat([v, last.expand_as(v)], dim=2)
+        """(B, T, C, H, W) -> (B, ceil(T/tp)·H'·W', D), time-major. `last` (B, 1, k·C, H, W), the
+        last k given frames, is concatenated to every frame's channels when context_concat is on
+        (or, with context_window, embedded by the window stem and added to every slot's tokens)."""
+        if last is not None and self.window is None:
+            v = torch.cat([v, last.expand(-1, v.shape[1], -1, -1, -1)], dim=2)
         pad = -v.shape[1] % self.tp
         v = v.transpose(1, 2)  # B, C, T, H, W
         if pad:
             v = F.pad(v, (0, 0, 0, 0, 0, pad))
-        return self.embed(v)
+        if self.window is None:
+            return self.embed(v)
+        x = self.patch(v) + self.window(last[:, 0])[:, :, None]  # the same window for every slot
+        return self.norm(x.flatten(2).transpose(1, 2))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         pos = self.pos()
@@ -63,7 +73,8 @@ class VideoTokenizer(PatchEmbed):
         if n_ctx and context is None:
             raise ValueError(f"this video model conditions on {self.slots_ctx * self.tp} given "
                              "frames but no context was passed")
-        last = context[:, -1:] if self.concat else None
+        # the last k given frames as channels of one frame: (B, 1, k*C, H, W)
+        last = context[:, -self.concat_frames:].flatten(1, 2)[:, None] if self.concat else None
         tokens = self.embed_frames(x, last) + pos[n_ctx:]
         if n_ctx:
             tokens = torch.cat([tokens, self.embed_frames(context, last) + pos[:n_ctx]], dim=1)
