@@ -94,7 +94,7 @@ def shape_stats(x: torch.Tensor, labels: torch.Tensor | None) -> dict[int, list[
     return {c: [*e[c], t[c]] for c in e}
 
 
-def real_extents(ckpt_or_preset: str, n: int) -> dict[int, list[float]]:
+def real_shape_stats(ckpt_or_preset: str, n: int) -> dict[int, list[float]]:
     from rinkit.build import resolve
     from rinkit.config import load_config
     cfg = load_config(ckpt_or_preset, None, [])
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also print each class's mean principal extents and local thickness, real train "
                          "clouds and model rows")
     args = ap.parse_args(argv)
-    sizes = {f"real train clouds ({args.preset})": real_extents(args.preset, args.samples)} if args.extents else None
+    sizes = {f"real train clouds ({args.preset})": real_shape_stats(args.preset, args.samples)} if args.extents else None
     res = references(args.preset, args.samples, args.overrides, not args.cd_only, args.real_only)
     if args.ckpt:
         for w in args.guidance or [None]:

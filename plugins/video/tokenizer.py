@@ -52,20 +52,18 @@ class VideoTokenizer(PatchEmbed):
         n_ctx, n_pred = self.num_cond_tokens, self.slots_pred * self.per_slot
         return self.grid, torch.cat([torch.arange(n_pred, n_pred + n_ctx), torch.arange(n_pred)])
 
-    def embed_frames(self, v: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_frames(self, v: torch.Tensor, last: torch.Tensor | None = None,
+                     extra: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, ceil(T/tp)·H'·W', D), time-major. `last` (B, 1, k·C, H, W), the
-        last k given frames, is concatenated to every frame's channels when context_concat is on
-        (or, with context_window, embedded by the window stem and added to every slot's tokens)."""
-        if last is not None and self.window is None:
+        last k given frames, is concatenated to every frame's channels (context_concat); `extra`
+        (B, D, 1, H', W'), the window stem's features (context_window), is added to every slot's."""
+        if last is not None:
             v = torch.cat([v, last.expand(-1, v.shape[1], -1, -1, -1)], dim=2)
         pad = -v.shape[1] % self.tp
         v = v.transpose(1, 2)  # B, C, T, H, W
         if pad:
             v = F.pad(v, (0, 0, 0, 0, 0, pad))
-        if self.window is None:
-            return self.embed(v)
-        x = self.patch(v) + self.window(last[:, 0])[:, :, None]  # the same window for every slot
-        return self.norm(x.flatten(2).transpose(1, 2))
+        return self.embed(v, extra)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         pos = self.pos()
@@ -75,9 +73,12 @@ class VideoTokenizer(PatchEmbed):
                              "frames but no context was passed")
         # the last k given frames as channels of one frame: (B, 1, k*C, H, W)
         last = context[:, -self.concat_frames:].flatten(1, 2)[:, None] if self.concat else None
-        tokens = self.embed_frames(x, last) + pos[n_ctx:]
+        extra = None
+        if self.window is not None:  # the window stem replaces the channel concat; computed once for both parts
+            extra, last = self.window(last[:, 0])[:, :, None], None
+        tokens = self.embed_frames(x, last, extra) + pos[n_ctx:]
         if n_ctx:
-            tokens = torch.cat([tokens, self.embed_frames(context, last) + pos[:n_ctx]], dim=1)
+            tokens = torch.cat([tokens, self.embed_frames(context, last, extra) + pos[:n_ctx]], dim=1)
         return tokens, None
 
 

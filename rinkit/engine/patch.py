@@ -54,9 +54,14 @@ class PatchEmbed(nn.Module):
         self.pos = Positions(self.grid, dim, pos_emb, max_coord, pos_axes)
         self._register_load_state_dict_pre_hook(self._legacy_keys)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, *size) -> (B, N, D) normalised patch tokens, row-major, without positions."""
-        return self.norm(self.patch(x).flatten(2).transpose(1, 2))
+    def embed(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, *size) -> (B, N, D) normalised patch tokens, row-major, without positions.
+        `extra` (broadcastable to (B, D, *grid)) is added to the patch features before the norm:
+        a subclass's second stem (e.g. video's window onto the given frames)."""
+        x = self.patch(x)
+        if extra is not None:
+            x = x + extra
+        return self.norm(x.flatten(2).transpose(1, 2))
 
     def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, None]:
         return self.embed(x) + self.pos(), None
