@@ -342,7 +342,7 @@ class Training:
     def __init__(self, entry: Entry, cfg, device: torch.device, seed: int, total_steps: int):
         from torch.utils.data import DataLoader
 
-        from rinkit.build import resolve
+        from rinkit.build import check_backends, resolve
         from rinkit.train.data import StepBatchSampler
         from rinkit.train.optim import EMA, build_optimizer
         cfg = resolve(cfg)  # read through below: options, dataset, the plugin's condition
@@ -359,6 +359,8 @@ class Training:
         self.step, self.bad, self.losses = 0, 0, []
         self.params = sum(p.numel() for p in self.model.parameters())
         self.condition = cfg.impl.condition  # e.g. video: (frames to predict, given frames, loss mask)
+        # train.precision as the trainer resolves it (auto: bf16 autocast on GPUs, fp32 on CPUs)
+        self.bf16 = check_backends(cfg, device) == "bf16"
 
     def train_step(self) -> None:
         from rinkit.train.distributed import shard_seed
@@ -371,7 +373,8 @@ class Training:
         x = x.to(self.device)
         labels = y.to(self.device) if self.entry.num_classes else None
         x, context, mask = self.condition(x, self.cfg.options) if self.condition else (x, None, None)
-        loss = self.entry.diffusion.loss(self.model, x, labels, context, mask)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.entry.diffusion.loss(self.model, x, labels, context, mask)
         loss.backward()
         value = float(loss.detach())
         self.step += 1

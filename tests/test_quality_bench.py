@@ -393,3 +393,22 @@ def test_a_modality_without_a_task_names_the_implemented_ones(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no task for modality 'voxels'" in err and "implemented: image, video, audio, points" in err
     assert not (tmp_path / "q.json").exists()
+
+
+@pytest.mark.parametrize("precision, expected", [("auto", torch.float32), ("bf16", torch.bfloat16)])
+def test_training_steps_run_in_the_precision_the_trainer_would(precision, expected):
+    """train.precision reaches the benchmark's training step as it reaches the trainer's (auto:
+    fp32 on a CPU), for RIN and the baseline alike, so a bf16 calibration times bf16 matmuls."""
+    from benchmarks.quality import Training, models_for
+    _, pairs = models_for("digits", [f"train.precision={precision}", "train.batch_size=4"])
+    for entry, cfg in pairs:
+        run = Training(entry, cfg, torch.device("cpu"), seed=0, total_steps=2)
+        seen = set()
+        hooks = [m.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+                 for m in run.model.modules() if isinstance(m, torch.nn.Linear)]
+        run.train_step()
+        for h in hooks:
+            h.remove()
+        assert seen == {expected}, entry.name
+        assert all(p.dtype == torch.float32 for p in run.model.parameters())  # weights stay fp32
+        assert run.step == 1 and math.isfinite(run.losses[0])
