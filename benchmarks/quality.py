@@ -817,6 +817,18 @@ def _across_budgets(parts: list[dict]) -> list[dict]:
     return models
 
 
+def _name_variants(models: list[dict], parts: list[dict]) -> None:
+    """Models of one name from several runs (recipe variants of RIN) get the overrides that set
+    their run apart appended, so the table, plot legend and JSON tell them apart."""
+    names = [m["name"] for m in models]
+    owns = [p["settings"].get("overrides") or [] for p in parts for _ in p["models"]]
+    for name in {n for n in names if names.count(n) > 1}:
+        same = [i for i, n in enumerate(names) if n == name]
+        common = set.intersection(*(set(owns[i]) for i in same))  # e.g. the sampler all runs set
+        for i in same:
+            models[i]["name"] += f" [{' '.join(o for o in owns[i] if o not in common) or 'as preset'}]"
+
+
 def combine(paths: list[str], out: str | Path, command: str = "", across_budgets: bool = False) -> dict:
     """Merge runs of the same protocol made in separate processes (e.g. RIN and the U-Net trained
     side by side with --models, each at 1 thread) into one result: table, plot and the runs'
@@ -836,6 +848,7 @@ def combine(paths: list[str], out: str | Path, command: str = "", across_budgets
         result["settings"]["budget_s"] = sorted({p["settings"]["budget_s"] for p in parts})
     else:
         result["models"] = [m for p in parts for m in p["models"]]
+        _name_variants(result["models"], parts)
     result["parts"] = [{"command": p["command"], "date_utc": p["date_utc"], "budget_basis": p["settings"]["budget_basis"],
                         "machine": p["machine"], "models": [m["name"] for m in p["models"]]} for p in parts]
     texts = list(dict.fromkeys(p["settings"]["budget_basis"].get("text", "") for p in parts))

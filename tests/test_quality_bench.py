@@ -208,6 +208,13 @@ def test_runs_of_one_protocol_combine_into_one_result(tmp_path, capsys):
     assert main([*common, "--models", "unet", "--steps", "2", "--eval-samples", "22", "--out", str(tmp_path / "c")]) == 0
     assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--out", str(tmp_path / "ac")]) == 2
     assert "does not share" in capsys.readouterr().err
+    # a recipe variant of RIN beside the preset's RIN: the overrides that set it apart name it
+    assert main([*common, "--models", "rin", "--steps", "2", "--set", "model.blocks=1",
+                 "--out", str(tmp_path / "d")]) == 0
+    assert main(["--combine", *(str(tmp_path / f"{n}.json") for n in "adb"), "--out", str(tmp_path / "adb")]) == 0
+    names = [m["name"] for m in json.loads((tmp_path / "adb.json").read_text())["models"]]
+    assert names == ["RIN digits [as preset]", "RIN digits [model.blocks=1]", "U-Net ADM-8"]
+    assert "| RIN digits [model.blocks=1] |" in (tmp_path / "adb.md").read_text()
 
 
 def test_runs_at_two_budgets_combine_into_one_curve_per_model(tmp_path, capsys):
