@@ -342,7 +342,7 @@ class Training:
     def __init__(self, entry: Entry, cfg, device: torch.device, seed: int, total_steps: int):
         from torch.utils.data import DataLoader
 
-        from rinkit.build import resolve
+        from rinkit.build import check_backends, resolve
         from rinkit.train.data import StepBatchSampler
         from rinkit.train.optim import EMA, build_optimizer
         cfg = resolve(cfg)  # read through below: options, dataset, the plugin's condition
@@ -359,6 +359,8 @@ class Training:
         self.step, self.bad, self.losses = 0, 0, []
         self.params = sum(p.numel() for p in self.model.parameters())
         self.condition = cfg.impl.condition  # e.g. video: (frames to predict, given frames, loss mask)
+        # train.precision as the trainer resolves it (auto: bf16 autocast on GPUs, fp32 on CPUs)
+        self.bf16 = check_backends(cfg, device) == "bf16"
 
     def train_step(self) -> None:
         from rinkit.train.distributed import shard_seed
@@ -371,7 +373,8 @@ class Training:
         x = x.to(self.device)
         labels = y.to(self.device) if self.entry.num_classes else None
         x, context, mask = self.condition(x, self.cfg.options) if self.condition else (x, None, None)
-        loss = self.entry.diffusion.loss(self.model, x, labels, context, mask)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.entry.diffusion.loss(self.model, x, labels, context, mask)
         loss.backward()
         value = float(loss.detach())
         self.step += 1
@@ -814,6 +817,18 @@ def _across_budgets(parts: list[dict]) -> list[dict]:
     return models
 
 
+def _name_variants(models: list[dict], parts: list[dict]) -> None:
+    """Models of one name from several runs (recipe variants of RIN) get the overrides that set
+    their run apart appended, so the table, plot legend and JSON tell them apart."""
+    names = [m["name"] for m in models]
+    owns = [p["settings"].get("overrides") or [] for p in parts for _ in p["models"]]
+    for name in {n for n in names if names.count(n) > 1}:
+        same = [i for i, n in enumerate(names) if n == name]
+        common = set.intersection(*(set(owns[i]) for i in same))  # e.g. the sampler all runs set
+        for i in same:
+            models[i]["name"] += f" [{' '.join(o for o in owns[i] if o not in common) or 'as preset'}]"
+
+
 def combine(paths: list[str], out: str | Path, command: str = "", across_budgets: bool = False) -> dict:
     """Merge runs of the same protocol made in separate processes (e.g. RIN and the U-Net trained
     side by side with --models, each at 1 thread) into one result: table, plot and the runs'
@@ -833,6 +848,7 @@ def combine(paths: list[str], out: str | Path, command: str = "", across_budgets
         result["settings"]["budget_s"] = sorted({p["settings"]["budget_s"] for p in parts})
     else:
         result["models"] = [m for p in parts for m in p["models"]]
+        _name_variants(result["models"], parts)
     result["parts"] = [{"command": p["command"], "date_utc": p["date_utc"], "budget_basis": p["settings"]["budget_basis"],
                         "machine": p["machine"], "models": [m["name"] for m in p["models"]]} for p in parts]
     texts = list(dict.fromkeys(p["settings"]["budget_basis"].get("text", "") for p in parts))

@@ -208,6 +208,13 @@ def test_runs_of_one_protocol_combine_into_one_result(tmp_path, capsys):
     assert main([*common, "--models", "unet", "--steps", "2", "--eval-samples", "22", "--out", str(tmp_path / "c")]) == 0
     assert main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--out", str(tmp_path / "ac")]) == 2
     assert "does not share" in capsys.readouterr().err
+    # a recipe variant of RIN beside the preset's RIN: the overrides that set it apart name it
+    assert main([*common, "--models", "rin", "--steps", "2", "--set", "model.blocks=1",
+                 "--out", str(tmp_path / "d")]) == 0
+    assert main(["--combine", *(str(tmp_path / f"{n}.json") for n in "adb"), "--out", str(tmp_path / "adb")]) == 0
+    names = [m["name"] for m in json.loads((tmp_path / "adb.json").read_text())["models"]]
+    assert names == ["RIN digits [as preset]", "RIN digits [model.blocks=1]", "U-Net ADM-8"]
+    assert "| RIN digits [model.blocks=1] |" in (tmp_path / "adb.md").read_text()
 
 
 def test_runs_at_two_budgets_combine_into_one_curve_per_model(tmp_path, capsys):
@@ -393,3 +400,22 @@ def test_a_modality_without_a_task_names_the_implemented_ones(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no task for modality 'voxels'" in err and "implemented: image, video, audio, points" in err
     assert not (tmp_path / "q.json").exists()
+
+
+@pytest.mark.parametrize("precision, expected", [("auto", torch.float32), ("bf16", torch.bfloat16)])
+def test_training_steps_run_in_the_precision_the_trainer_would(precision, expected):
+    """train.precision reaches the benchmark's training step as it reaches the trainer's (auto:
+    fp32 on a CPU), for RIN and the baseline alike, so a bf16 calibration times bf16 matmuls."""
+    from benchmarks.quality import Training, models_for
+    _, pairs = models_for("digits", [f"train.precision={precision}", "train.batch_size=4"])
+    for entry, cfg in pairs:
+        run = Training(entry, cfg, torch.device("cpu"), seed=0, total_steps=2)
+        seen = set()
+        hooks = [m.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+                 for m in run.model.modules() if isinstance(m, torch.nn.Linear)]
+        run.train_step()
+        for h in hooks:
+            h.remove()
+        assert seen == {expected}, entry.name
+        assert all(p.dtype == torch.float32 for p in run.model.parameters())  # weights stay fp32
+        assert run.step == 1 and math.isfinite(run.losses[0])
