@@ -16,6 +16,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Benchmarks called in-process with --threads set torch's thread count for the process; a
+    later test that compares an in-process run with a subprocess (bit-exact resume) would then
+    compare 1 thread with the default, whose reductions differ in the last bit on AVX-512 CPUs."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny_cfg():
     """A digits config small enough to train a few steps in a second."""
