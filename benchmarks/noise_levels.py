@@ -15,7 +15,8 @@ the bin's midpoint, so the bins' mean is the held-out value of the training obje
 * the x_0 error in data units (MSE of the unclipped x_0 estimate, data in [-1, 1]), which
   reads the same whatever the prediction target.
 
-Every model sees the same images, labels, noise and levels. Weights are the EMA state dicts
+Every model sees the same images, labels (the true class, never the dropped one), noise and
+levels. Weights are the EMA state dicts
 `benchmarks.quality --save DIR` writes (`rin-ema.pt`, `unet-ema.pt`); the models are built as
 `benchmarks.quality.models_for` builds them from `--preset` and `--set`, so pass the overrides
 the runs were trained with. A model with self-conditioning (rate > 0) is measured as its
