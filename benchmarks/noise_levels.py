@@ -73,9 +73,7 @@ def per_level_losses(model, diffusion, x: torch.Tensor, labels: torch.Tensor | N
                 _, prev = model(x_t, g, lab, None, None)
             pred, _ = model(x_t, g, lab, prev, None)
             pred = pred.float()
-            err = (pred - diffusion.target(x0, eps, g)) ** 2
-            if diffusion.pred == "x0":
-                err = err / diffusion.b ** 2  # as Diffusion.loss: in data units
+            err = diffusion.squared_error(pred, x0, eps, g)  # the training loss's terms
             est = diffusion.to_x0_eps(pred, x_t, g, clip=False)[0]
             target_err[k, s:s + batch] = err.flatten(1).mean(1).numpy()
             x0_err[k, s:s + batch] = ((est - x0) / diffusion.b).pow(2).flatten(1).mean(1).numpy()
@@ -138,14 +136,14 @@ def run(preset: str, overrides: list[str], weights: list[str], examples: int = 1
     res = {"preset": preset, "overrides": overrides, "weights": weights, "examples": examples, "levels": levels,
            "seed": seed, "pred": models[0][2].pred, "machine": machine(), "torch_threads": torch.get_num_threads(),
            "loadavg_start": loadavg(), "splits": {}, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    t, gamma = level_grid(models[0][2], levels)  # the preset's schedule: the same for every model
+    res.update(t=t.tolist(), gamma=gamma.tolist(), logsnr=(gamma / (1 - gamma)).log().tolist())
     for split in splits:
         x, labels = split_examples(cfg, split, examples, seed)
         rows = {}
         for label, model, diffusion in models:
             t0 = time.perf_counter()
             r = per_level_losses(model, diffusion, x, labels, levels, seed)
-            gamma = np.asarray(r["gamma"])
-            res.update(t=r["t"], gamma=r["gamma"], logsnr=np.log(gamma / (1 - gamma)).tolist())
             rows[label] = {"target": _summary(r["target_err"]), "x0": _summary(r["x0_err"]),
                            "seconds": time.perf_counter() - t0}
             log(f"{split}: {label}: mean target loss {rows[label]['target']['average']:.4f} "

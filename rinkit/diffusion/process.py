@@ -75,6 +75,13 @@ class Diffusion:
             eps = (x_t - sg * x0) / s1g
         return x0, eps
 
+    def squared_error(self, pred, x0, eps, gamma):
+        """Elementwise squared error of a prediction against the target, the loss's terms."""
+        err = (pred.float() - self.target(x0, eps, gamma).float()) ** 2
+        if self.pred == "x0":
+            err = err / self.b ** 2  # in data units; unclipped, unlike the official x-loss (docs/method.md §9)
+        return err
+
     # -- training -----------------------------------------------------------------------------
     def drop_labels(self, labels, generator=None):
         if labels is None or self.num_classes == 0 or self.cond_dropout <= 0:
@@ -131,9 +138,7 @@ class Diffusion:
                 est = self.to_x0_eps(pred1.float(), x_t, gamma, clip=True)[0]
                 kw = {"prev_x0": (est * broadcast(keep.to(est.dtype), est)).to(x_t.dtype)}
         pred, _ = model(x_t, gamma, self.drop_labels(labels, generator), prev, context, **kw)
-        err = (pred.float() - self.target(x0, eps, gamma).float()) ** 2
-        if self.pred == "x0":
-            err = err / self.b ** 2  # in data units; unclipped, unlike the official x-loss (docs/method.md §9)
+        err = self.squared_error(pred, x0, eps, gamma)
         if loss_mask is None:
             return err.mean()
         mask = loss_mask.to(err.dtype).expand_as(err)
