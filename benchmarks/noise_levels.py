@@ -98,7 +98,7 @@ def split_examples(cfg, split: str, n: int, seed: int) -> tuple[torch.Tensor, to
 
 
 def load_models(preset: str, overrides: list[str], weights: list[str]) -> tuple[object, list[tuple[str, object, object]]]:
-    """(the resolved config, [(label, model, diffusion)]) for every `<kind>-ema.pt` in the given
+    """(the resolved config, [(label, model, diffusion, kind)]) for every `<kind>-ema.pt` in the given
     folders, built as the quality benchmark builds them."""
     from benchmarks.quality import models_for
     _, pairs = models_for(preset, overrides)
@@ -122,7 +122,7 @@ def load_models(preset: str, overrides: list[str], weights: list[str]) -> tuple[
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise RinkitError(f"{f}: cannot load into {entry.name} built from --preset {preset} "
                                   f"{' '.join(overrides)} ({first[:200]})") from None
-            out.append((f"{entry.name} ({d.name})", model, entry.diffusion))
+            out.append((f"{entry.name} ({d.name})", model, entry.diffusion, kind))
     return pairs[0][1], out
 
 
@@ -141,7 +141,7 @@ def run(preset: str, overrides: list[str], weights: list[str], examples: int = 1
     for split in splits:
         x, labels = split_examples(cfg, split, examples, seed)
         rows = {}
-        for label, model, diffusion in models:
+        for label, model, diffusion, _ in models:
             t0 = time.perf_counter()
             r = per_level_losses(model, diffusion, x, labels, levels, seed)
             rows[label] = {"target": _summary(r["target_err"]), "x0": _summary(r["x0_err"]),

@@ -150,6 +150,8 @@ def side_by_side(named: list[tuple[str, object]], path: Path) -> Path:
     """Images (PIL) side by side, each captioned with its model's name."""
     from PIL import Image, ImageDraw
     ims = [im.convert("RGB") for _, im in named]
+    # the default font has no arrows or minus signs: draw them as ASCII
+    named = [(name.translate({0x2192: "->", 0x2212: "-"}), im) for name, im in named]
     gap, top = 16, 22
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     widths = [max(g.width, int(draw.textlength(name)) + 4) for (name, _), g in zip(named, ims)]  # captions fit
