@@ -183,7 +183,9 @@ def chart(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     splits = list(res["splits"])
-    fig, axes = plt.subplots(len(splits), 2, figsize=(10, 3.6 * len(splits)), squeeze=False)
+    single = len(next(iter(res["splits"].values()))) < 2  # one model: nothing to take a difference of
+    cols = 1 if single else 2
+    fig, axes = plt.subplots(len(splits), cols, figsize=(5 * cols, 3.6 * len(splits)), squeeze=False)
     x = res["logsnr"]
     for row, split in zip(axes, splits):
         rows = res["splits"][split]
@@ -195,8 +197,9 @@ def chart(res: dict, path: Path) -> None:
                 base = np.asarray(rows[names[0]]["target"]["mean"])
                 row[1].plot(x, m - base, color=f"C{i}", marker="o", ms=3, label=f"{n} − {names[0]}")
         row[0].set_ylabel(f"{res['pred']}-loss ({split})")
-        row[1].axhline(0, color="grey", lw=1)
-        row[1].set_ylabel("difference")
+        if not single:
+            row[1].axhline(0, color="grey", lw=1)
+            row[1].set_ylabel("difference")
         for ax in row:
             ax.set_xlabel("log-SNR (noisier to the left)")
             ax.grid(alpha=0.3)
