@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.measure import loadavg, machine
+from benchmarks.noise_levels import add_weights_arguments
 from rinkit.errors import RinkitError
 
 
@@ -139,11 +140,7 @@ def table(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ap = argparse.ArgumentParser(prog="python -m benchmarks.model_swap", description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="digits")
-    ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="the overrides the weights were trained with")
-    ap.add_argument("--weights", nargs="+", required=True, metavar="DIR",
-                    help="folders holding two <kind>-ema.pt files in all (benchmarks.quality --save)")
+    add_weights_arguments(ap, "folders holding two <kind>-ema.pt files in all (benchmarks.quality --save)")
     ap.add_argument("--switch", type=float, nargs="*", default=[], metavar="LOGSNR",
                     help="log-SNR values where sampling hands over from one model to the other")
     ap.add_argument("--solo", nargs="*", default=None, metavar="KIND",

@@ -210,14 +210,19 @@ def chart(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.noise_levels", description=__doc__.split("\n")[0])
+def add_weights_arguments(ap: argparse.ArgumentParser, weights_help: str) -> None:
+    """--preset, --set and --weights: how the tools that reload `benchmarks.quality --save` weights
+    rebuild the models (see `load_models`)."""
     ap.add_argument("--preset", default="digits")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="the overrides the weights were trained with")
-    ap.add_argument("--weights", nargs="+", required=True, metavar="DIR",
-                    help="folders of <kind>-ema.pt files (benchmarks.quality --save)")
+    ap.add_argument("--weights", nargs="+", required=True, metavar="DIR", help=weights_help)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.noise_levels", description=__doc__.split("\n")[0])
+    add_weights_arguments(ap, "folders of <kind>-ema.pt files (benchmarks.quality --save)")
     ap.add_argument("--examples", type=int, default=1000, help="images per split (1000)")
     ap.add_argument("--levels", type=int, default=16, help="noise-level bins (16)")
     ap.add_argument("--splits", nargs="+", default=["test"], choices=["test", "train"])
