@@ -29,7 +29,6 @@ latents mean nothing to the other): weights trained with self-conditioning are m
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
 import sys
@@ -164,13 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     res["command"] = "python -m benchmarks.model_swap " + shlex.join(argv)
     print(table(res))
     if a.out:
-        base = Path(a.out)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{base}.json").write_text(json.dumps(res, indent=1))
-        Path(f"{base}.md").write_text(f"`{res['command']}`\n\n{table(res)}\n")
-        written = [f"{base}.json", f"{base}.md"]
+        from benchmarks.quality import write_outputs
+        written = [str(p) for p in write_outputs(res, a.out, table, chart_fn=False)]
         if grid_fn is not None:
-            written.append(str(grid_fn(Path(f"{base}_samples.png"))))
+            written.append(str(grid_fn(Path(f"{a.out}_samples.png"))))
         print(f"\nwrote {', '.join(written)}")
     return 0
 

@@ -29,7 +29,6 @@ and <out>.png (the loss vs log-SNR per model, and each model's difference to the
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -239,12 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     res["command"] = "python -m benchmarks.noise_levels " + shlex.join(argv)
     print(table(res))
     if a.out:
-        base = Path(a.out)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{base}.json").write_text(json.dumps(res, indent=1))
-        Path(f"{base}.md").write_text(f"`{res['command']}`\n\n{table(res)}\n")
-        chart(res, Path(f"{base}.png"))
-        print(f"\nwrote {base}.json, {base}.md, {base}.png")
+        from benchmarks.quality import write_outputs
+        print(f"\nwrote {', '.join(map(str, write_outputs(res, a.out, table, chart)))}")
     return 0
 
 
