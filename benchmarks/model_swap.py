@@ -29,7 +29,6 @@ latents mean nothing to the other): weights trained with self-conditioning are m
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.measure import loadavg, machine
+from benchmarks.noise_levels import add_weights_arguments
 from rinkit.errors import RinkitError
 
 
@@ -139,11 +139,7 @@ def table(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ap = argparse.ArgumentParser(prog="python -m benchmarks.model_swap", description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="digits")
-    ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="the overrides the weights were trained with")
-    ap.add_argument("--weights", nargs="+", required=True, metavar="DIR",
-                    help="folders holding two <kind>-ema.pt files in all (benchmarks.quality --save)")
+    add_weights_arguments(ap, "folders holding two <kind>-ema.pt files in all (benchmarks.quality --save)")
     ap.add_argument("--switch", type=float, nargs="*", default=[], metavar="LOGSNR",
                     help="log-SNR values where sampling hands over from one model to the other")
     ap.add_argument("--solo", nargs="*", default=None, metavar="KIND",
@@ -167,13 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     res["command"] = "python -m benchmarks.model_swap " + shlex.join(argv)
     print(table(res))
     if a.out:
-        base = Path(a.out)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{base}.json").write_text(json.dumps(res, indent=1))
-        Path(f"{base}.md").write_text(f"`{res['command']}`\n\n{table(res)}\n")
-        written = [f"{base}.json", f"{base}.md"]
+        from benchmarks.quality import write_outputs
+        written = [str(p) for p in write_outputs(res, a.out, table, chart_fn=False)]
         if grid_fn is not None:
-            written.append(str(grid_fn(Path(f"{base}_samples.png"))))
+            written.append(str(grid_fn(Path(f"{a.out}_samples.png"))))
         print(f"\nwrote {', '.join(written)}")
     return 0
 

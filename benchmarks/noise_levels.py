@@ -29,7 +29,6 @@ and <out>.png (the loss vs log-SNR per model, and each model's difference to the
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -183,7 +182,9 @@ def chart(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     splits = list(res["splits"])
-    fig, axes = plt.subplots(len(splits), 2, figsize=(10, 3.6 * len(splits)), squeeze=False)
+    single = len(next(iter(res["splits"].values()))) < 2  # one model: nothing to take a difference of
+    cols = 1 if single else 2
+    fig, axes = plt.subplots(len(splits), cols, figsize=(5 * cols, 3.6 * len(splits)), squeeze=False)
     x = res["logsnr"]
     for row, split in zip(axes, splits):
         rows = res["splits"][split]
@@ -195,8 +196,9 @@ def chart(res: dict, path: Path) -> None:
                 base = np.asarray(rows[names[0]]["target"]["mean"])
                 row[1].plot(x, m - base, color=f"C{i}", marker="o", ms=3, label=f"{n} − {names[0]}")
         row[0].set_ylabel(f"{res['pred']}-loss ({split})")
-        row[1].axhline(0, color="grey", lw=1)
-        row[1].set_ylabel("difference")
+        if not single:
+            row[1].axhline(0, color="grey", lw=1)
+            row[1].set_ylabel("difference")
         for ax in row:
             ax.set_xlabel("log-SNR (noisier to the left)")
             ax.grid(alpha=0.3)
@@ -207,14 +209,19 @@ def chart(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.noise_levels", description=__doc__.split("\n")[0])
+def add_weights_arguments(ap: argparse.ArgumentParser, weights_help: str) -> None:
+    """--preset, --set and --weights: how the tools that reload `benchmarks.quality --save` weights
+    rebuild the models (see `load_models`)."""
     ap.add_argument("--preset", default="digits")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="the overrides the weights were trained with")
-    ap.add_argument("--weights", nargs="+", required=True, metavar="DIR",
-                    help="folders of <kind>-ema.pt files (benchmarks.quality --save)")
+    ap.add_argument("--weights", nargs="+", required=True, metavar="DIR", help=weights_help)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.noise_levels", description=__doc__.split("\n")[0])
+    add_weights_arguments(ap, "folders of <kind>-ema.pt files (benchmarks.quality --save)")
     ap.add_argument("--examples", type=int, default=1000, help="images per split (1000)")
     ap.add_argument("--levels", type=int, default=16, help="noise-level bins (16)")
     ap.add_argument("--splits", nargs="+", default=["test"], choices=["test", "train"])
@@ -231,12 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     res["command"] = "python -m benchmarks.noise_levels " + shlex.join(argv)
     print(table(res))
     if a.out:
-        base = Path(a.out)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{base}.json").write_text(json.dumps(res, indent=1))
-        Path(f"{base}.md").write_text(f"`{res['command']}`\n\n{table(res)}\n")
-        chart(res, Path(f"{base}.png"))
-        print(f"\nwrote {base}.json, {base}.md, {base}.png")
+        from benchmarks.quality import write_outputs
+        print(f"\nwrote {', '.join(map(str, write_outputs(res, a.out, table, chart)))}")
     return 0
 
 

@@ -640,15 +640,18 @@ def chart(result: dict, path: Path, title: str | None = None, target: float | No
     plt.close(fig)
 
 
-def write_outputs(result: dict, out: str | Path, table_fn=None, **chart_kw) -> list[Path]:
+def write_outputs(result: dict, out: str | Path, table_fn=None, chart_fn=None, **chart_kw) -> list[Path]:
     """<out>.json, <out>.md (the command, then `table_fn`'s table: this module's by default) and
-    <out>.png (`chart`); benchmarks.time_to_fid writes its outputs here too."""
+    <out>.png (`chart_fn`: this module's `chart` by default; False = no picture). The other
+    benchmarks (time_to_fid, noise_levels, model_swap) write their outputs here too."""
     base = Path(out)
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = [Path(f"{base}{ext}") for ext in (".json", ".md", ".png")]
     paths[0].write_text(json.dumps(result, indent=1))
     paths[1].write_text(f"`{result['command']}`\n\n{(table_fn or table)(result)}\n")
-    chart(result, paths[2], **chart_kw)
+    if chart_fn is False:
+        return paths[:2]
+    (chart_fn or chart)(result, paths[2], **chart_kw)
     return paths
 
 
