@@ -341,7 +341,8 @@ class Training:
     update (`set_lr`, `apply_update`) and loss but not its loop, which owns a run folder,
     checkpoints and logging this benchmark does not want."""
 
-    def __init__(self, entry: Entry, cfg, device: torch.device, seed: int, total_steps: int):
+    def __init__(self, entry: Entry, cfg, device: torch.device, seed: int, total_steps: int,
+                 ema_decays: list[float] | None = None):
         from torch.utils.data import DataLoader
 
         from rinkit.build import check_backends, resolve
@@ -353,6 +354,9 @@ class Training:
         torch.manual_seed(seed)
         self.model = entry.build().to(device).train()
         self.ema = EMA(self.model, t.ema_decay)
+        # further averages of the same run (an EMA sweep without retraining, as EDM2's post-hoc
+        # EMA study): each sees exactly the updates the preset's EMA sees
+        self.extra_emas = [EMA(self.model, d) for d in ema_decays or []]
         self.opt = build_optimizer(self.model, t.optimizer, t.lr, t.weight_decay, t.betas)
         ds = cfg.dataset.build(cfg.options, cfg.data, "train")
         sampler = StepBatchSampler(len(ds), t.batch_size, seed, total_steps=total_steps)
@@ -385,6 +389,8 @@ class Training:
             self.opt.zero_grad(set_to_none=True)
             return
         apply_update(self.model, self.opt, self.ema, t.grad_clip)
+        for ema in self.extra_emas:
+            ema.update(self.model)
         self.losses.append(value)
 
     def train_until(self, step: int) -> float:
@@ -478,14 +484,16 @@ def sample_label(n: int) -> str:
 
 def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eval_samples: int,
               proxy_samples: int, metric: Metric, sampler_over: dict, eval_batch: int, grid_per_class: int = 0,
-              save: str | Path | None = None, log=print) -> tuple[dict, tuple | None]:
+              save: str | Path | None = None, ema_decays: list[float] | None = None,
+              log=print) -> tuple[dict, tuple | None]:
     """Train one model for `total` steps, evaluating at `points` steps; (its results, its grid).
-    `cfg`: the resolved config models_for gives (options, condition and shapes read from it)."""
+    `cfg`: the resolved config models_for gives (options, condition and shapes read from it).
+    `ema_decays`: further EMA decays tracked in the same run, each evaluated at the end only."""
     from rinkit.evaluate.metrics import evaluate_metrics
     from rinkit.sampling import balanced_labels, conditioning_examples, generate
     flops = flops_per_example(entry, cfg.train.batch_size, cfg.context_shape)
     load_start = loadavg()
-    run = Training(entry, cfg, device, seed, total)
+    run = Training(entry, cfg, device, seed, total, ema_decays)
     log(f"{entry.name}: {run.params / 1e6:.3f}M params, {flops['forward'] / 1e6:.2f} MFLOPs/example forward, "
         f"{total} steps")
     batch = cfg.train.batch_size
@@ -513,6 +521,15 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
         log(f"  step {run.step}/{total}: {train_s:.1f} s, loss {rows[-1]['loss']:.4f}, "
             f"{metric.label}-{sample_label(n)}{' (proxy)' if proxy else ''} {res[metric.key]:.2f}"
             + "".join(f", {k} {res[k]:.3f}" for k in metric.extra if k in res) + f" (eval {took:.1f} s)")
+    ema_rows = []
+    for ema in run.extra_emas:  # the same samples' labels and noise (seed=1) as the preset EMA's row
+        t0 = time.perf_counter()
+        res = evaluate_metrics(ema.model, cfg, eval_samples, device, seed=1, batch_size=eval_batch, **sampler_over)
+        ema_rows.append({"ema_decay": ema.decay, "step": run.step, "samples": eval_samples, **res,
+                         "eval_seconds": time.perf_counter() - t0})
+        log(f"  EMA {ema.decay:g} at step {run.step}: {metric.label}-{sample_label(eval_samples)} {res[metric.key]:.2f}"
+            + "".join(f", {k} {res[k]:.3f}" for k in metric.extra if k in res))
+    eval_s += sum(r["eval_seconds"] for r in ema_rows)
     grid = None
     if grid_per_class and (cfg.model.num_classes or cfg.impl.condition):
         # class-balanced, or (a frame-conditional model without classes) grid_per_class held-out
@@ -526,11 +543,13 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
     if save:
         Path(save).mkdir(parents=True, exist_ok=True)
         torch.save(run.ema.model.state_dict(), Path(save) / f"{entry.kind}-ema.pt")
+        for ema in run.extra_emas:
+            torch.save(ema.model.state_dict(), Path(save) / f"{entry.kind}-ema{ema.decay:g}.pt")
     return {"name": entry.name, "kind": entry.kind, "note": entry.note, "params": run.params,
             "self_cond_rate": entry.diffusion.self_cond_rate, "total_steps": total, "batch": batch,
             "train_seconds": train_s, "eval_seconds": eval_s, "nonfinite_steps": run.bad,
             "steps_per_s": total / train_s, "examples_per_s": total * batch / train_s, "train_peak_mb": peak_mb,
-            "gflops_per_example": {k: v / 1e9 for k, v in flops.items()},
+            "gflops_per_example": {k: v / 1e9 for k, v in flops.items()}, "ema_variants": ema_rows,
             "loadavg_start": load_start, "loadavg_end": loadavg(), "points": rows}, grid
 
 
@@ -562,6 +581,12 @@ def table(result: dict) -> str:
                          f"{p['train_seconds']:.1f} | {p['examples']} | {p['train_tflops']:.3f} | "
                          f"{n}{' (proxy)' if p.get('proxy') else ''} | {p[key]:.2f} |"
                          + "".join(f" {fmt(k)} |" for k in extra))
+        last = mod["points"][-1]
+        for e in mod.get("ema_variants", []):  # the same run and step, another EMA decay
+            lines.append(f"| {mod['name']}, EMA {e['ema_decay']:g} | {mod['params'] / 1e6:.2f}M | {e['step']} / "
+                         f"{mod['total_steps']} | {last['train_seconds']:.1f} | {last['examples']} | "
+                         f"{last['train_tflops']:.3f} | {e['samples']} | {e[key]:.2f} |"
+                         + "".join(f" {'' if e.get(k) is None else f'{e[k]:.3f}'} |" for k in extra))
     mach = result["machine"]
     b = s.get("budget_basis") or {}
     fixed = b.get("kind") == "fixed steps" or s.get("fixed_steps")
@@ -670,13 +695,17 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
         device: str = "auto", eval_batch: int = 500, steps: list[int] | None = None, command: str = "",
         rates: list[float] | None = None, rates_note: str = "", proxy_samples: int | None = None,
         models: list[str] | None = None, modality: str | None = None, unet_width: float = 1.0,
-        grid_per_class: int = 8, save: str | None = None, final_proxy: bool = False, log=print) -> dict:
+        grid_per_class: int = 8, save: str | None = None, final_proxy: bool = False,
+        ema_decays: list[float] | None = None, log=print) -> dict:
     """Train and evaluate RIN, then the baseline (or only those in `models`: "rin", "unet").
     Step counts: `steps` = [RIN's, baseline's], else budget x `rates` (steps/s, e.g. measured on a
-    quiet machine with --calibrate), else budget x steps/s calibrated in this run."""
+    quiet machine with --calibrate), else budget x steps/s calibrated in this run. `ema_decays`:
+    further EMA decays tracked beside the preset's and evaluated at the end (an EMA sweep)."""
     from rinkit.train.distributed import pick_device
     if budget <= 0 or points < 1 or calib_steps < 1 or unet_width <= 0:
         raise RinkitError("--budget and --unet-width must be > 0, --points and --calib-steps >= 1")
+    if any(not 0 < d < 1 for d in ema_decays or []):
+        raise RinkitError(f"--ema-decays must lie in (0, 1), not {' '.join(f'{d:g}' for d in ema_decays)}")
     models = models or ["rin", "unet"]
     if not set(models) <= {"rin", "unet"} or not models:
         raise RinkitError(f"--models takes rin and/or unet, not {' '.join(models)}")
@@ -732,7 +761,7 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
     for i in chosen:
         entry, cfg = pairs[i]
         res, grid = run_model(entry, cfg, dev, seed, totals[i], points, eval_samples, proxy_samples, metric,
-                              sampler_over, eval_batch, grid_per_class, save, log)
+                              sampler_over, eval_batch, grid_per_class, save, ema_decays, log)
         rows.append(res)
         if grid is not None:
             grids.append(grid)
@@ -752,6 +781,7 @@ def run(budget: float, out: str | Path | None = None, eval_samples: int | None =
                      "sampler": sampler, "sample_steps": n_steps, "batch": t.batch_size,
                      "optimizer": t.optimizer, "lr": t.lr, "warmup_steps": t.warmup_steps, "decay": t.decay,
                      "weight_decay": t.weight_decay, "grad_clip": t.grad_clip, "ema_decay": t.ema_decay,
+                     "ema_decays_extra": list(ema_decays or []),
                      "order": "sequential, " + " then ".join(r["name"] for r in rows)},
         "flops_note": "training FLOPs = examples x (3 x forward FLOPs per example + RIN's no-grad "
                       "self-conditioning forward); FlopCounterMode formulas (matmul, conv, attention; "
@@ -946,6 +976,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--unet-width", type=float, default=1.0, help="scale the baseline U-Net's channels (1)")
         ap.add_argument("--grid-per-class", type=int, default=8, help="samples per class in OUT_samples.png (8); "
                         "for a model without classes (video) the number of clips")
+        ap.add_argument("--ema-decays", type=float, nargs="+", default=None, metavar="D",
+                        help="further EMA decays to track in the same run and evaluate at the end "
+                        "(an EMA sweep without retraining)")
         ap.add_argument("--save", default=None, metavar="DIR", help="save each model's final EMA weights here")
         ap.add_argument("--calibrate", action="store_true", help="only measure steps/s (alternating) to OUT.json")
         ap.add_argument("--variants", nargs="+", default=None, metavar="'KEY=VALUE ...'",
@@ -977,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
                    a.calib_steps, a.seed, a.device, a.eval_batch, a.steps, command, rates=a.rates,
                    rates_note=a.rates_note, proxy_samples=a.proxy_samples, models=a.models, modality=a.modality,
                    unet_width=a.unet_width, grid_per_class=a.grid_per_class, save=a.save,
-                   final_proxy=a.final_proxy, log=log)
+                   final_proxy=a.final_proxy, ema_decays=a.ema_decays, log=log)
 
     def show(res):
         return calibration_table(res) if "rates" in res else table(res)

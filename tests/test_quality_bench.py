@@ -419,3 +419,29 @@ def test_training_steps_run_in_the_precision_the_trainer_would(precision, expect
         assert seen == {expected}, entry.name
         assert all(p.dtype == torch.float32 for p in run.model.parameters())  # weights stay fp32
         assert run.step == 1 and math.isfinite(run.losses[0])
+
+
+def test_further_ema_decays_are_tracked_in_the_same_run_and_evaluated_at_the_end(tmp_path, capsys):
+    """--ema-decays sweeps the EMA without retraining: an extra average with the preset's own decay
+    sees exactly the preset EMA's updates, so it reproduces its weights and its final metric; another
+    decay gives other weights."""
+    from rinkit.config import load_config
+    decay = load_config(preset="digits").train.ema_decay
+    out, save = tmp_path / "q", tmp_path / "w"
+    rc = main(["--models", "rin", "--steps", "4", "--points", "1", "--eval-samples", "20", "--sample-steps", "2",
+               "--threads", "1", "--grid-per-class", "0", "--ema-decays", str(decay), "0.5", "--save", str(save),
+               "--out", str(out)])
+    assert rc == 0
+    res = json.loads((tmp_path / "q.json").read_text())
+    (rin,) = res["models"]
+    same, other = rin["ema_variants"]
+    assert (same["ema_decay"], other["ema_decay"], same["step"], same["samples"]) == (decay, 0.5, 4, 20)
+    assert same["digits_fid"] == rin["points"][-1]["digits_fid"]
+    assert res["settings"]["ema_decays_extra"] == [decay, 0.5]
+    main_w = torch.load(save / "rin-ema.pt")
+    same_w, other_w = torch.load(save / f"rin-ema{decay:g}.pt"), torch.load(save / "rin-ema0.5.pt")
+    assert all(torch.equal(main_w[k], same_w[k]) for k in main_w)
+    assert any(not torch.equal(main_w[k], other_w[k]) for k in main_w if main_w[k].is_floating_point())
+    assert "| RIN digits, EMA 0.5 |" in (tmp_path / "q.md").read_text()
+    assert main(["--ema-decays", "1.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "--ema-decays must lie in (0, 1)" in capsys.readouterr().err
