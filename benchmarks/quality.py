@@ -502,34 +502,37 @@ def run_model(entry: Entry, cfg, device, seed: int, total: int, points: int, eva
     with PeakMemory(device) as pm:  # the first training step's peak (the run's own step, timed as the others)
         train_s += run.train_until(1)
     peak_mb = (state_bytes(run.model, run.opt) + pm.bytes) / 2 ** 20
+
+    def evaluate(model, n: int) -> tuple[dict, float, bool, str]:
+        """The metrics of n samples (labels and noise seeded alike for every model and point),
+        the seconds they took, whether n is below the protocol's count, and their text for the log."""
+        t0 = time.perf_counter()
+        res = evaluate_metrics(model, cfg, n, device, seed=1, batch_size=eval_batch, **sampler_over)
+        if metric.key not in res:
+            raise RinkitError(f"the registered metrics gave no {metric.label} for preset {cfg.name!r}")
+        proxy = metric.protocol_samples is not None and n < metric.protocol_samples
+        text = (f"{metric.label}-{sample_label(n)}{' (proxy)' if proxy else ''} {res[metric.key]:.2f}"
+                + "".join(f", {k} {res[k]:.3f}" for k in metric.extra if k in res))
+        return res, time.perf_counter() - t0, proxy, text
+
     for target in targets:
         train_s += run.train_until(target)
         final = target == targets[-1]
         n = eval_samples if final else proxy_samples
-        t0 = time.perf_counter()
-        res = evaluate_metrics(run.ema.model, cfg, n, device, seed=1, batch_size=eval_batch, **sampler_over)
-        took = time.perf_counter() - t0
+        res, took, proxy, text = evaluate(run.ema.model, n)
         eval_s += took
-        if metric.key not in res:
-            raise RinkitError(f"the registered metrics gave no {metric.label} for preset {cfg.name!r}")
         window = run.losses[last:] or [float("nan")]
         last = len(run.losses)
-        proxy = metric.protocol_samples is not None and n < metric.protocol_samples
         rows.append({"step": run.step, "train_seconds": train_s, "examples": run.step * batch,
                      "train_tflops": run.step * batch * flops["train"] / 1e12, "loss": float(np.mean(window)),
                      "samples": n, "proxy": proxy, **res, "eval_seconds": took, "loadavg": loadavg()})
-        log(f"  step {run.step}/{total}: {train_s:.1f} s, loss {rows[-1]['loss']:.4f}, "
-            f"{metric.label}-{sample_label(n)}{' (proxy)' if proxy else ''} {res[metric.key]:.2f}"
-            + "".join(f", {k} {res[k]:.3f}" for k in metric.extra if k in res) + f" (eval {took:.1f} s)")
+        log(f"  step {run.step}/{total}: {train_s:.1f} s, loss {rows[-1]['loss']:.4f}, {text} (eval {took:.1f} s)")
     ema_rows = []
-    for ema in run.extra_emas:  # the same samples' labels and noise (seed=1) as the preset EMA's row
-        t0 = time.perf_counter()
-        res = evaluate_metrics(ema.model, cfg, eval_samples, device, seed=1, batch_size=eval_batch, **sampler_over)
-        ema_rows.append({"ema_decay": ema.decay, "step": run.step, "samples": eval_samples, **res,
-                         "eval_seconds": time.perf_counter() - t0})
-        log(f"  EMA {ema.decay:g} at step {run.step}: {metric.label}-{sample_label(eval_samples)} {res[metric.key]:.2f}"
-            + "".join(f", {k} {res[k]:.3f}" for k in metric.extra if k in res))
-    eval_s += sum(r["eval_seconds"] for r in ema_rows)
+    for ema in run.extra_emas:  # the same samples' labels and noise as the preset EMA's final row
+        res, took, _, text = evaluate(ema.model, eval_samples)
+        eval_s += took
+        ema_rows.append({"ema_decay": ema.decay, "step": run.step, "samples": eval_samples, **res, "eval_seconds": took})
+        log(f"  EMA {ema.decay:g} at step {run.step}: {text} (eval {took:.1f} s)")
     grid = None
     if grid_per_class and (cfg.model.num_classes or cfg.impl.condition):
         # class-balanced, or (a frame-conditional model without classes) grid_per_class held-out
@@ -572,21 +575,19 @@ def table(result: dict) -> str:
     lines = [f"| model | params | step | seconds | examples | TFLOPs | samples | {m['label']} |"
              + "".join(f" {k.replace('_', ' ')} |" for k in extra), "|---" * (8 + len(extra)) + "|"]
     for mod in result["models"]:
-        for p in mod["points"]:
+        # each evaluation point, then the further EMA decays of the same run at its last point
+        named = [(mod["name"], p) for p in mod["points"]] + [
+            (f"{mod['name']}, EMA {e['ema_decay']:g}", {**mod["points"][-1], **e})
+            for e in mod.get("ema_variants", [])]
+        for name, p in named:
             def fmt(k):
                 v = p.get(k)
                 return "" if v is None else f"{100 * v:.1f} %" if k.endswith("acc") else f"{v:.3f}"
             n = p.get("samples", s.get("eval_samples"))
-            lines.append(f"| {mod['name']} | {mod['params'] / 1e6:.2f}M | {p['step']} / {p.get('total_steps', mod['total_steps'])} | "
+            lines.append(f"| {name} | {mod['params'] / 1e6:.2f}M | {p['step']} / {p.get('total_steps', mod['total_steps'])} | "
                          f"{p['train_seconds']:.1f} | {p['examples']} | {p['train_tflops']:.3f} | "
                          f"{n}{' (proxy)' if p.get('proxy') else ''} | {p[key]:.2f} |"
                          + "".join(f" {fmt(k)} |" for k in extra))
-        last = mod["points"][-1]
-        for e in mod.get("ema_variants", []):  # the same run and step, another EMA decay
-            lines.append(f"| {mod['name']}, EMA {e['ema_decay']:g} | {mod['params'] / 1e6:.2f}M | {e['step']} / "
-                         f"{mod['total_steps']} | {last['train_seconds']:.1f} | {last['examples']} | "
-                         f"{last['train_tflops']:.3f} | {e['samples']} | {e[key]:.2f} |"
-                         + "".join(f" {'' if e.get(k) is None else f'{e[k]:.3f}'} |" for k in extra))
     mach = result["machine"]
     b = s.get("budget_basis") or {}
     fixed = b.get("kind") == "fixed steps" or s.get("fixed_steps")
