@@ -88,3 +88,38 @@ def test_builtin_grid_tokenizers_use_the_patch_layer(name):
     opts = m.options()
     assert isinstance(m.make_tokenizer(opts, 16), PatchEmbed)
     assert isinstance(m.make_detokenizer(opts, 16), PatchUnembed)
+
+
+def test_pixel_head_starts_as_the_linear_readout_and_reaches_across_patch_borders():
+    """`PatchUnembed(head=w)`: zero at init (the readout unchanged, also under the official init),
+    trainable from there, and once trained each token reaches the pixels of its neighbours, which
+    the linear readout alone never does."""
+    torch.manual_seed(0)
+    grid, patch, c, d = (3, 3), 4, 1, 16
+    plain, headed = PatchUnembed(c, d, patch, grid), PatchUnembed(c, d, patch, grid, head=8)
+    headed.norm.load_state_dict(plain.norm.state_dict())
+    headed.proj.load_state_dict(plain.proj.state_dict())
+    tokens = torch.randn(2, 9, d)
+    torch.testing.assert_close(headed(tokens), plain(tokens), rtol=0, atol=0)
+    # under init "official" every plugin Linear/Conv is re-drawn, but the head's last conv stays zero
+    from rinkit.build import build_model
+    from rinkit.config import load_config
+    model = build_model(load_config("fashion-mnist", overrides=["model.init=official", "modality_options.head_width=8"]))
+    assert model.detokenizer.head is not None and not model.detokenizer.head.conv2.weight.any()
+    assert model.detokenizer.head.conv1.weight.any()
+    # it learns: the zero conv gets a gradient at once
+    headed(tokens).square().sum().backward()
+    assert headed.head.conv2.weight.grad.abs().sum() > 0
+
+    def border_reach(readout):
+        """How much changing the centre token moves the pixels outside its own 4x4 patch."""
+        t2 = tokens.clone()
+        t2[:, 4] += torch.randn(d)
+        diff = (readout(t2) - readout(tokens)).abs()[:, 0]
+        diff[:, 4:8, 4:8] = 0
+        return diff.max().item()
+
+    with torch.no_grad():
+        nn.init.normal_(headed.head.conv2.weight, std=0.1)
+    assert border_reach(plain) == 0
+    assert border_reach(headed) > 1e-3

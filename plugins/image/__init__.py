@@ -20,6 +20,10 @@ class ImageOptions(BaseModel):
     # LayerNorm after the patch embedding (official `stem_ln`). With very small patches (a few
     # values per token, e.g. 1-channel 8x8 digits) it throws away the patch's magnitude.
     stem_norm: bool = True
+    # width of a conv head at full resolution after the patch readout (rinkit.engine.patch.PixelHead);
+    # 0 = the official linear readout alone. Not a gain at Fashion-MNIST's 60-minute budget
+    # (FID-2k 41.1 with width 16 against 37.6 without; benchmarks/RESULTS.md §4d)
+    head_width: int = Field(0, ge=0)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -40,7 +44,7 @@ def _tokenizer(opts: ImageOptions, dim: int):
 
 def _detokenizer(opts: ImageOptions, dim: int):
     from rinkit_plugins.image.tokenizer import ImageDetokenizer
-    return ImageDetokenizer(opts.channels, opts.size, opts.patch_size, dim)
+    return ImageDetokenizer(opts.channels, opts.size, opts.patch_size, dim, opts.head_width)
 
 
 def _write(samples, labels, path, options=None, context=None, **kw):

@@ -3,7 +3,8 @@
 Tokenizer: patch embedding (conv with kernel = stride = patch, i.e. a linear patch projection)
 -> flatten to (H/p)(W/p) tokens -> LayerNorm -> + positional embedding (learned by default;
 fixed 2-D sin-cos, or sin-cos plus a zero-initialised learned residual).
-Detokenizer: LayerNorm -> linear to p*p*C -> unpatchify."""
+Detokenizer: LayerNorm -> linear to p*p*C -> unpatchify (+ optionally a conv head at full
+resolution, `head_width`)."""
 from __future__ import annotations
 
 from rinkit.plugin import OFFICIAL_MAX_COORD, PatchEmbed, PatchUnembed
@@ -18,5 +19,6 @@ class ImageTokenizer(PatchEmbed):
 
 
 class ImageDetokenizer(PatchUnembed):
-    def __init__(self, channels: int, image_size: tuple[int, int], patch_size: int, dim: int):
-        super().__init__(channels, dim, patch_size, (image_size[0] // patch_size, image_size[1] // patch_size))
+    def __init__(self, channels: int, image_size: tuple[int, int], patch_size: int, dim: int, head: int = 0):
+        super().__init__(channels, dim, patch_size, (image_size[0] // patch_size, image_size[1] // patch_size),
+                         head)

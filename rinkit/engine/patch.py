@@ -5,7 +5,8 @@ voxels): ViT's patch embedding and its readout, for 1-D, 2-D and 3-D grids.
                 -> flatten row-major to prod(grid) tokens -> LayerNorm -> + positions.
 `PatchUnembed`: (B, N, D) -> LayerNorm -> linear to prod(patch)·C per token -> un-patchify to
                 (B, C, *size); only the first prod(grid) tokens are read out (extra tokens, e.g.
-                conditioning appended by the tokenizer, are not).
+                conditioning appended by the tokenizer, are not). Optionally plus a `PixelHead`,
+                convs at full resolution (off by default, as in the official code).
 Both are a modality's tokenizer / detokenizer as they stand, so they keep its contract
 (rinkit.hookspec.Modality): forward returns (tokens, None) and the readout takes (tokens, context,
 state); `embed` is the bare tensor path for subclasses.
@@ -79,17 +80,54 @@ class PatchEmbed(nn.Module):
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
 
 
+def unpatchify(x: torch.Tensor, grid: tuple[int, ...], patch: tuple[int, ...], channels: int) -> torch.Tensor:
+    """(B, prod(grid), prod(patch)·channels) -> (B, channels, *(grid·patch)), row-major tokens."""
+    n = len(grid)
+    # b (g0 g1 ..) (p0 p1 .. c) -> b c (g0 p0) (g1 p1) ..
+    x = x.reshape(x.shape[0], *grid, *patch, channels)
+    x = x.permute(0, 2 * n + 1, *(i for k in range(n) for i in (1 + k, 1 + n + k)))
+    return x.reshape(x.shape[0], channels, *(a * b for a, b in zip(grid, patch)))
+
+
+class PixelHead(nn.Module):
+    """A convolutional head at full resolution after the patch readout (PatchUnembed's `head` > 0;
+    0 = the official linear readout alone). Each token is also read out to `width` features per cell, un-patchified,
+    and two k-wide convs (GELU between) map them to a correction that is added to the linear
+    readout. It gives the per-cell output a path across patch borders: U-ViT (Bao et al. 2023) adds
+    a 3x3 conv after its un-patchify for the same reason. Here it is wider than U-ViT's C -> C conv
+    because a 1-channel image would leave that conv 10 weights. The last conv starts at zero, so an
+    untrained head leaves the readout as it was. Measured on Fashion-MNIST at 60 CPU-minutes it
+    costs more steps than it gives back (benchmarks/RESULTS.md §4d)."""
+
+    def __init__(self, dim: int, channels: int, patch: tuple[int, ...], grid: tuple[int, ...],
+                 width: int, kernel: int = 3):
+        super().__init__()
+        conv = _CONV[len(grid)]
+        self.grid, self.patch_size, self.width = grid, patch, width
+        self.proj = nn.Linear(dim, math.prod(patch) * width)
+        self.conv1 = conv(width, width, kernel, padding=kernel // 2)
+        self.conv2 = conv(width, channels, kernel, padding=kernel // 2)
+        self.conv2.zero_init = True  # kept at zero by Denoiser's "official" re-init too
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, normed: torch.Tensor) -> torch.Tensor:
+        h = unpatchify(self.proj(normed), self.grid, self.patch_size, self.width)
+        return self.conv2(nn.functional.gelu(self.conv1(nn.functional.gelu(h))))
+
+
 class PatchUnembed(nn.Module):
-    def __init__(self, channels: int, dim: int, patch: int | tuple[int, ...], grid: tuple[int, ...]):
+    """`head`: the width of a `PixelHead` after the linear readout (0 = none, as the official code)."""
+
+    def __init__(self, channels: int, dim: int, patch: int | tuple[int, ...], grid: tuple[int, ...],
+                 head: int = 0):
         super().__init__()
         self.grid, self.patch_size, self.channels = tuple(grid), _ntuple(patch, len(grid)), channels
         self.norm = layer_norm(dim)
         self.proj = nn.Linear(dim, math.prod(self.patch_size) * channels)
+        self.head = PixelHead(dim, channels, self.patch_size, self.grid, head) if head else None
 
     def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
-        g, p, n = self.grid, self.patch_size, len(self.grid)
-        x = self.proj(self.norm(tokens[:, :math.prod(g)]))
-        # b (g0 g1 ..) (p0 p1 .. c) -> b c (g0 p0) (g1 p1) ..
-        x = x.reshape(x.shape[0], *g, *p, self.channels)
-        x = x.permute(0, 2 * n + 1, *(i for k in range(n) for i in (1 + k, 1 + n + k)))
-        return x.reshape(x.shape[0], self.channels, *(a * b for a, b in zip(g, p)))
+        normed = self.norm(tokens[:, :math.prod(self.grid)])
+        x = unpatchify(self.proj(normed), self.grid, self.patch_size, self.channels)
+        return x if self.head is None else x + self.head(normed)
