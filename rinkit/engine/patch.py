@@ -91,9 +91,9 @@ def unpatchify(x: torch.Tensor, grid: tuple[int, ...], patch: tuple[int, ...], c
 
 class PixelHead(nn.Module):
     """A convolutional head at full resolution after the patch readout (PatchUnembed's `head` > 0;
-    0 = the official linear readout alone). Each token is also read out to `width` features per cell, un-patchified,
-    and two k-wide convs (GELU between) map them to a correction that is added to the linear
-    readout. It gives the per-cell output a path across patch borders: U-ViT (Bao et al. 2023) adds
+    0 = the official linear readout alone). Each token is also read out to `width` features per
+    cell, un-patchified, and two k-wide convs (GELU between) map them to a correction that is added
+    to the linear readout. It gives the per-cell output a path across patch borders: U-ViT (Bao et al. 2023) adds
     a 3x3 conv after its un-patchify for the same reason. Here it is wider than U-ViT's C -> C conv
     because a 1-channel image would leave that conv 10 weights. The last conv starts at zero, so an
     untrained head leaves the readout as it was. Measured on Fashion-MNIST at 60 CPU-minutes it

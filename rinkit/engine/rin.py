@@ -408,9 +408,10 @@ class Denoiser(nn.Module):
         for part in parts:
             for m in part.modules():
                 if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                    nn.init.xavier_uniform_(m.weight)
                     if getattr(m, "zero_init", False):  # a layer that must start at zero (PixelHead)
                         nn.init.zeros_(m.weight)
+                    else:
+                        nn.init.xavier_uniform_(m.weight)
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
 
