@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from rinkit.config import Config, describe_validation
 from rinkit.diffusion import Diffusion
 from rinkit.engine import RIN, Denoiser, EstimateEmbedding
-from rinkit.engine.rin import conv_dims as token_conv_dims
+from rinkit.engine.rin import token_conv_dims
 from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
 from rinkit.registry import DatasetSpec, Modality, get_dataset, get_modality, owner

@@ -107,7 +107,8 @@ def test_activation_checkpointing_passes_the_grid():
 def test_off_by_default_and_refused_where_there_is_no_grid():
     assert all(b.conv is None for b in build_model(load_config("digits")).core.blocks)
     with pytest.raises(RinkitError, match=r"points.*no grid.*nor graph.*conv_kernel_size=0"):
-        build_model(load_config("points-shapes", None, ["modality_options.tokens=groups", "model.conv_kernel_size=3"]))
+        build_model(load_config("points-shapes", None,
+                                ["modality_options.tokens=groups", "model.conv_kernel_size=3"]))
     with pytest.raises(RinkitError, match="conv_kernel_size 4 is even"):
         load_config("digits", None, ["model.conv_kernel_size=4"])
 
@@ -149,8 +150,9 @@ def test_point_graph_conv_builds_from_the_noisy_cloud_and_keeps_the_model_equiva
     when the latents carry nothing, and the conv starts as the identity."""
     from plugins.points.tokenizer import PointTokenizer
     torch.manual_seed(0)
-    cfg = load_config("points-shapes", None, ["model.conv_kernel_size=5", "model.interface_dim=32", "model.latent_dim=32",
-                                              "model.num_latents=8", "modality_options.num_points=64"])
+    cfg = load_config("points-shapes", None, ["model.conv_kernel_size=5", "model.interface_dim=32",
+                                              "model.latent_dim=32", "model.num_latents=8",
+                                              "modality_options.num_points=64"])
     model = build_model(cfg).eval()
     assert model.core.conv_dims == 0 and model.graph and all(b.conv.graph for b in model.core.blocks)
     x, g, lab = torch.randn(2, 64, 3), torch.tensor([0.3, 0.8]), torch.tensor([0, 3])

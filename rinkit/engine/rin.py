@@ -124,7 +124,8 @@ class TokenConv(nn.Module):
     def __init__(self, dim: int, kernel: int, ndim: int):
         super().__init__()
         if ndim not in _CONV and ndim != 0:
-            raise ValueError(f"model.conv_kernel_size needs a 1-, 2- or 3-D token grid or a token graph, not {ndim}-D")
+            raise ValueError(f"model.conv_kernel_size needs a 1-, 2- or 3-D token grid or a token graph, "
+                             f"not {ndim}-D")
         self.graph = ndim == 0
         if self.graph:  # weights in a Conv1d's (D, 1, k) layout, applied over the neighbour ranks
             self.dw = nn.Conv1d(dim, dim, kernel, groups=dim)
@@ -368,7 +369,7 @@ def check_detokenizer(detokenizer: Any) -> None:
         pass
 
 
-def conv_dims(tokenizer: Any) -> int:
+def token_conv_dims(tokenizer: Any) -> int:
     """The rank of the tokenizer's token grid, 0 for a token graph (`token_graph(x, k)`: the (B, G,
     k) indices of each of the first G tokens and its k - 1 nearest, nearest first)."""
     if callable(getattr(tokenizer, "token_graph", None)):
@@ -379,7 +380,7 @@ def conv_dims(tokenizer: Any) -> int:
 def token_grid(tokenizer: Any) -> tuple[tuple[int, ...], torch.Tensor | None]:
     """The tokenizer's `token_grid` (sizes, order), which model.conv_kernel_size lays the interface
     on: grid modalities have one (rinkit.plugin.PatchEmbed); a point set has a `token_graph`
-    instead (see conv_dims) or neither."""
+    instead (see token_conv_dims) or neither."""
     grid = getattr(tokenizer, "token_grid", None)
     if grid is None:
         raise RinkitError(f"tokenizer {type(tokenizer).__name__} lays its tokens on no grid (no `token_grid`) "
