@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from rinkit.config import Config, describe_validation
 from rinkit.diffusion import Diffusion
 from rinkit.engine import RIN, Denoiser, EstimateEmbedding
-from rinkit.engine.rin import token_grid
+from rinkit.engine.rin import token_conv_dims
 from rinkit.engine.attention import xformers_unavailable
 from rinkit.errors import RinkitError
 from rinkit.registry import DatasetSpec, Modality, get_dataset, get_modality, owner
@@ -111,7 +111,7 @@ def build_model(cfg: ConfigLike) -> Denoiser:
     if m.conv_kernel_size:  # the grid's rank, from a throwaway tokenizer that draws no init numbers
         with torch.random.fork_rng(devices=[]):
             try:
-                conv_dims = len(token_grid(make_tokenizer())[0])
+                conv_dims = token_conv_dims(make_tokenizer())
             except RinkitError as e:
                 raise RinkitError(plugin_line(r.cfg.modality, e)) from None
     core = RIN(interface_dim=m.interface_dim, latent_dim=m.latent_dim, num_latents=m.num_latents,

@@ -46,7 +46,8 @@ class ModelConfig(Section):
     # frames), not only to the latents; off = the paper's RIN
     write_context: bool = False
     # The official optional depthwise conv on the interface after each write (odd kernel, SAME
-    # padding; 0 = off, as every released config): neighbouring tokens mix directly
+    # padding; 0 = off, as every released config): neighbouring tokens mix directly. On a point
+    # set (tokens: points) the kernel is a token and its k - 1 nearest points in the noisy input
     conv_kernel_size: int = Field(0, ge=0)
 
     @model_validator(mode="after")

@@ -106,8 +106,9 @@ def test_activation_checkpointing_passes_the_grid():
 
 def test_off_by_default_and_refused_where_there_is_no_grid():
     assert all(b.conv is None for b in build_model(load_config("digits")).core.blocks)
-    with pytest.raises(RinkitError, match=r"points.*no grid.*conv_kernel_size=0"):
-        build_model(load_config("points-shapes", None, ["model.conv_kernel_size=3"]))
+    with pytest.raises(RinkitError, match=r"points.*no grid.*nor graph.*conv_kernel_size=0"):
+        build_model(load_config("points-shapes", None,
+                                ["modality_options.tokens=groups", "model.conv_kernel_size=3"]))
     with pytest.raises(RinkitError, match="conv_kernel_size 4 is even"):
         load_config("digits", None, ["model.conv_kernel_size=4"])
 
@@ -119,3 +120,66 @@ def test_info_counts_every_parameter_of_the_optional_parts(extra):
     cfg = load_config("video-digits", None, [*VIDEO, *extra])
     info = model_info(cfg)
     assert info["params"] == sum(p.numel() for p in build_model(cfg).parameters())
+
+
+def test_graph_conv_mixes_each_token_with_its_nearest_tokens_only():
+    """ndim 0 (a point set): token i's update is the depthwise sum over its k cells (itself and its
+    k - 1 nearest, nearest first) with one weight per rank, then GN, SiLU and the pointwise layer
+    as on a grid."""
+    torch.manual_seed(0)
+    conv = TokenConv(8, 3, 0)
+    torch.nn.init.normal_(conv.pw.weight)
+    torch.nn.init.normal_(conv.dw.bias)
+    x = torch.randn(2, 6, 8)
+    order = torch.stack([torch.tensor([[i, (i + 1) % 6, (i + 3) % 6] for i in range(6)]),
+                         torch.tensor([[i, (i + 2) % 6, (i + 5) % 6] for i in range(6)])])
+    w = conv.dw.weight[:, 0]                                                       # (D, k)
+    h = torch.stack([torch.stack([sum(x[b, order[b, i, r]] * w[:, r] for r in range(3)) for i in range(6)])
+                     for b in range(2)]) + conv.dw.bias
+    ref = x + conv.pw(torch.nn.functional.silu(conv.norm(h.transpose(1, 2))).transpose(1, 2))
+    out = conv(x, (), order)
+    assert torch.allclose(out, ref, atol=1e-5)
+    # the cells decide, not the token order: reversing each token's non-self cells changes the sum
+    assert not torch.allclose(conv(x, (), order[:, :, [0, 2, 1]]), out, atol=1e-3)
+
+
+def test_point_graph_conv_builds_from_the_noisy_cloud_and_keeps_the_model_equivariant():
+    """On points (tokens: points) model.conv_kernel_size = k lays the interface on each cloud's
+    k-nearest-neighbour graph, drawn from the noisy input at every call: the model stays
+    permutation-equivariant, a point's nearest neighbours move its prediction through the conv even
+    when the latents carry nothing, and the conv starts as the identity."""
+    from plugins.points.tokenizer import PointTokenizer
+    torch.manual_seed(0)
+    cfg = load_config("points-shapes", None, ["model.conv_kernel_size=5", "model.interface_dim=32",
+                                              "model.latent_dim=32", "model.num_latents=8",
+                                              "modality_options.num_points=64"])
+    model = build_model(cfg).eval()
+    assert model.core.conv_dims == 0 and model.graph and all(b.conv.graph for b in model.core.blocks)
+    x, g, lab = torch.randn(2, 64, 3), torch.tensor([0.3, 0.8]), torch.tensor([0, 3])
+    idx = PointTokenizer.token_graph(x, 5)
+    d = torch.cdist(x, x)
+    assert idx.shape == (2, 64, 5) and torch.equal(idx[:, :, 0], torch.arange(64).expand(2, -1))
+    assert torch.allclose(d.gather(2, idx), d.sort(-1).values[:, :, :5])
+    with torch.no_grad():
+        plain = [b.conv for b in model.core.blocks]
+        ref = model(x, g, lab)[0]
+        for b in model.core.blocks:
+            b.conv = None
+        assert (model(x, g, lab)[0] - ref).abs().max() < 1e-3  # pointwise ~1e-5: the identity at the start
+        for b, c in zip(model.core.blocks, plain):
+            b.conv = c
+        _wake(model)
+        for block in model.core.blocks:  # latents that never read: only the conv mixes points
+            torch.nn.init.zeros_(block.read.attn.out.weight)
+            torch.nn.init.zeros_(block.read.attn.out.bias)
+        out = model(x, g, lab)[0]
+        perm = torch.randperm(64)
+        assert torch.allclose(model(x[:, perm], g, lab)[0], out[:, perm], atol=1e-5)
+        i = 7                                       # move point i's nearest neighbour: i's prediction
+        x_near = x.clone()                          # changes through the conv, and without it not at all
+        x_near[0, int(idx[0, i, 1])] += 0.01
+        moved = (model(x_near, g, lab)[0] - out)[0, i].abs().max()
+        for b in model.core.blocks:
+            b.conv = None
+        unmoved = (model(x_near, g, lab)[0] - model(x, g, lab)[0])[0, i].abs().max()
+    assert moved > 1e-3 and unmoved == 0, (moved, unmoved)
