@@ -129,8 +129,7 @@ class PointTokenizer(nn.Module):
     def forward(self, x: torch.Tensor, context=None) -> tuple[torch.Tensor, None]:
         tokens = self.pos(self.fourier(x))
         if self.k > 0:
-            k = min(self.k + 1, x.shape[1])  # + 1: a point is its own nearest neighbour
-            knn = sqdist(x.detach(), x.detach()).topk(k, dim=-1, largest=False).indices[..., 1:]
+            knn = self.token_graph(x, self.k + 1)[..., 1:]  # + 1: a point is its own nearest neighbour
             offsets = gather(x, knn) - x[:, :, None]                                   # (B, N, k, 3)
             tokens = tokens + self.norm(self.local(self.edge(offsets).max(2).values))  # max: sparse backward
         return tokens, None
