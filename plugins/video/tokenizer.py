@@ -83,13 +83,47 @@ class VideoTokenizer(PatchEmbed):
 
 
 class VideoDetokenizer(PatchUnembed):
+    """With `copy_window` m > 0 the readout also *copies* from the last given frame: each predicted
+    token gives, per frame it covers, a softmax over the (2m+1)^2 displacements d with |d_y|, |d_x|
+    <= m, and its pixels get sum_d a_d * last(pixel + d) added to the linear readout, which becomes
+    a residual. It is motion-compensated prediction as video models have done it since Finn et
+    al.'s DNA (2016, per-pixel advection kernels) and SDC-Net (Reda et al. 2018): moving content is
+    fetched from where it was instead of being redrawn from the latents at every position, the step
+    RIN's interface cannot take on its own (docs/video.md). The sum is an x0 estimate, so the
+    model needs diffusion.pred=x0 (`output_target`, checked by rinkit.build)."""
+
     def __init__(self, opts, dim: int):
         p, frames = opts.patch_size, opts.predicted_frames
         grid = (math.ceil(frames / opts.time_patch), opts.size[0] // p, opts.size[1] // p)
         super().__init__(opts.channels, dim, (opts.time_patch, p, p), grid)
-        self.frames = frames
+        self.frames, self.m = frames, opts.copy_window
+        if self.m:
+            self.output_target = "x0"
+            k = 2 * self.m + 1
+            self.copy_logits = nn.Linear(dim, opts.time_patch * k * k)
+            # zero: every displacement equally likely at the start, so each one's gradient is
+            # informative (a peaked start would leave the others' softmax gradients near zero)
+            nn.init.zeros_(self.copy_logits.weight)
+            nn.init.zeros_(self.copy_logits.bias)
+
+    def copy(self, tokens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) interface tokens (predicted first), (B, C, H, W) last given frame ->
+        (B, T', C, H, W) with T' the padded predicted frames: per token and frame, the last given
+        frame averaged over the displacements under that token's softmax."""
+        (tq, hq, wq), (tp, p, _) = self.grid, self.patch_size
+        b, c, k = last.shape[0], last.shape[1], 2 * self.m + 1
+        a = self.copy_logits(self.norm(tokens[:, :tq * hq * wq])).view(b, tq, hq, wq, tp, k * k).softmax(-1)
+        a = a.permute(0, 1, 4, 5, 2, 3).reshape(b, tq * tp, k * k, hq, wq)  # b t d i j
+        # replicate: content that leaves the frame is continued by its border, not by black
+        u = F.unfold(F.pad(last, (self.m,) * 4, mode="replicate"), k)  # b (c d) (y x): last(y + dy, x + dx)
+        u = u.view(b, c, k * k, hq, p, wq, p)
+        return torch.einsum("btdij,bcdiyjx->btciyjx", a, u).reshape(b, tq * tp, c, hq * p, wq * p)
 
     def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
         # the given frames' tokens (after the predicted ones) are not read out
         x = super().forward(tokens).transpose(1, 2)  # B, C, T, H, W -> B, T, C, H, W
+        if self.m:
+            if context is None:
+                raise ValueError("copy_window copies from the given frames but no context was passed")
+            x = x + self.copy(tokens, context[:, -1].to(x.dtype))
         return x[:, :self.frames]

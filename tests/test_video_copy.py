@@ -1,0 +1,125 @@
+"""The video readout's copy from the last given frame (modality_options.copy_window): the hand
+formula, the start, that the given frame reaches every predicted pixel through it, that train and
+sample feed it the same inputs, and the diffusion target it requires."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rinkit.build import build_diffusion, build_model
+from rinkit.config import load_config, modality_options
+from rinkit.errors import RinkitError
+from rinkit_plugins.video import VideoOptions
+from rinkit_plugins.video.tokenizer import VideoDetokenizer
+
+from test_video import TINY
+
+
+def opts(**kw):
+    base = dict(frames=6, context_frames=2, frame_size=(8, 12), channels=2, patch_size=4, time_patch=2,
+                copy_window=2)
+    return VideoOptions(**{**base, **kw})
+
+
+class Fixed(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, _):
+        return self.value
+
+
+def shifted(last, dy, dx):
+    """last(y + dy, x + dx), borders continued (replicate)."""
+    m = max(abs(dy), abs(dx))
+    p = F.pad(last, (m,) * 4, mode="replicate")
+    h, w = last.shape[-2:]
+    return p[..., m + dy:m + dy + h, m + dx:m + dx + w]
+
+
+def test_a_peaked_choice_moves_the_last_given_frame_by_that_displacement():
+    o = opts()
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
+    k = 2 * o.copy_window + 1
+    (tq, hq, wq), n = det.grid, det.grid[0] * det.grid[1] * det.grid[2]
+    # token (t, i, j) picks, for its frame f in 0..tp-1, the displacement given by a hand rule
+    rule = lambda t, i, j, f: ((t + i + f) % k - 2, (2 * j + f) % k - 2)  # noqa: E731
+    logits = torch.full((1, n, o.time_patch, k * k), -1e4)
+    for t in range(tq):
+        for i in range(hq):
+            for j in range(wq):
+                for f in range(o.time_patch):
+                    dy, dx = rule(t, i, j, f)
+                    logits[0, (t * hq + i) * wq + j, f, (dy + 2) * k + (dx + 2)] = 0.0
+    det.copy_logits = Fixed(logits.flatten(2))  # the chosen logits, whatever the tokens
+    ctx = torch.randn(1, 2, 2, 8, 12)
+    out = det(torch.randn(1, n + 5, 16), ctx)
+    assert out.shape == (1, 4, 2, 8, 12)
+    for t in range(tq):
+        for f in range(o.time_patch):
+            for i in range(hq):
+                for j in range(wq):
+                    dy, dx = rule(t, i, j, f)
+                    want = shifted(ctx[:, -1], dy, dx)[..., 4 * i:4 * i + 4, 4 * j:4 * j + 4]
+                    got = out[:, t * o.time_patch + f, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4]
+                    torch.testing.assert_close(got, want)
+
+
+def test_at_the_start_every_displacement_is_equally_likely():
+    o = opts(copy_window=1)
+    det = VideoDetokenizer(o, 16)
+    tokens, ctx = torch.randn(3, 24, 16), torch.randn(3, 2, 2, 8, 12)
+    box = F.avg_pool2d(F.pad(ctx[:, -1], (1,) * 4, mode="replicate"), 3, stride=1)  # the 3x3 mean
+    plain = VideoDetokenizer(opts(copy_window=0), 16)
+    plain.load_state_dict(det.state_dict(), strict=False)
+    torch.testing.assert_close(det(tokens, ctx), plain(tokens, ctx) + box[:, None])
+
+
+def test_the_last_given_frame_reaches_every_predicted_pixel_and_only_it():
+    det = VideoDetokenizer(opts(), 16)
+    tokens = torch.randn(1, 24, 16)
+    ctx = torch.randn(1, 2, 2, 8, 12, requires_grad=True)
+    out = det(tokens, ctx)
+    for f in range(out.shape[1]):
+        for c in range(out.shape[2]):
+            g, = torch.autograd.grad(out[0, f, c].sum(), ctx, retain_graph=True)
+            assert g[0, -1].abs().sum() > 0 and g[0, :-1].abs().sum() == 0  # only the last given frame
+    # and each predicted pixel sees it: the gradient of one pixel covers its (2m+1)^2 window
+    g, = torch.autograd.grad(out[0, 3, 1, 4, 6], ctx)
+    assert int((g[0, -1, 1] != 0).sum()) == 25 and g[0, -1, 0].abs().sum() == 0
+    with pytest.raises(ValueError, match="given frames"):
+        det(tokens, None)
+
+
+def test_options_and_the_target_it_needs():
+    with pytest.raises(ValueError, match="context_frames"):
+        VideoOptions(frames=4, context_frames=0, copy_window=2)
+    cfg = load_config("video-digits", None, [*TINY, "modality_options.copy_window=3"])
+    assert cfg.diffusion.pred == "v"
+    with pytest.raises(RinkitError, match=r"predicts x0 \(diffusion.pred=v\); set diffusion.pred=x0"):
+        build_model(cfg)
+    build_model(load_config("video-digits", None, [*TINY, "modality_options.copy_window=3", "diffusion.pred=x0"]))
+
+
+def test_training_and_sampling_feed_the_copy_the_same_given_frames():
+    """The loss's two passes and the sampler both call the detokenizer with the clean given
+    frames; its gradient reaches the copy's logits."""
+    cfg = load_config("video-digits", None, [*TINY, "modality_options.copy_window=2", "diffusion.pred=x0",
+                                             "diffusion.self_cond_rate=0.9"])
+    model, diff = build_model(cfg), build_diffusion(cfg)
+    seen = []
+    det = model.detokenizer
+    orig = det.copy
+    det.copy = lambda tokens, last: (seen.append(last.detach().clone()), orig(tokens, last))[1]  # noqa: E731
+    x = torch.rand(4, 8, 1, 16, 16) * 2 - 1
+    from rinkit_plugins.video import condition
+    target, ctx, _ = condition(x, modality_options(cfg))
+    loss = diff.loss(model, target, None, ctx)
+    loss.backward()
+    assert len(seen) == 2 and all(torch.equal(s, ctx[:, -1]) for s in seen)
+    assert det.copy_logits.weight.grad.abs().sum() > 0
+    seen.clear()
+    from rinkit.sampling import generate
+    generate(model.eval(), cfg, 2, None, 0, "cpu", context=ctx[:2])
+    assert len(seen) == cfg.sampler.steps and all(torch.equal(s, ctx[:2, -1]) for s in seen)
