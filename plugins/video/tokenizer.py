@@ -113,11 +113,16 @@ class VideoDetokenizer(PatchUnembed):
         (tq, hq, wq), (tp, p, _) = self.grid, self.patch_size
         b, c, k = last.shape[0], last.shape[1], 2 * self.m + 1
         a = self.copy_logits(self.norm(tokens[:, :tq * hq * wq])).view(b, tq, hq, wq, tp, k * k).softmax(-1)
-        a = a.permute(0, 1, 4, 5, 2, 3).reshape(b, tq * tp, k * k, hq, wq)  # b t d i j
+        t, n, w = tq * tp, b * hq * wq, p + 2 * self.m
+        # per token, a correlation of the (p + 2m)^2 window of the last given frame around its
+        # patch with its t kernels a: one grouped conv (a group per token and channel), which
+        # never builds the (2m+1)^2-fold unfolded frame (2-3x faster than unfold + bmm on this CPU)
         # replicate: content that leaves the frame is continued by its border, not by black
-        u = F.unfold(F.pad(last, (self.m,) * 4, mode="replicate"), k)  # b (c d) (y x): last(y + dy, x + dx)
-        u = u.view(b, c, k * k, hq, p, wq, p)
-        return torch.einsum("btdij,bcdiyjx->btciyjx", a, u).reshape(b, tq * tp, c, hq * p, wq * p)
+        win = F.unfold(F.pad(last, (self.m,) * 4, mode="replicate"), w, stride=p)  # b (c w w) (i j)
+        win = win.view(b, c, w, w, hq * wq).permute(0, 4, 1, 2, 3).reshape(1, n * c, w, w)
+        kern = a.permute(0, 2, 3, 1, 4, 5).reshape(n, 1, t, k, k).expand(-1, c, -1, -1, -1)
+        out = F.conv2d(win, kern.reshape(n * c * t, 1, k, k), groups=n * c)  # 1, (b i j c t), p, p
+        return out.view(b, hq, wq, c, t, p, p).permute(0, 4, 3, 1, 5, 2, 6).reshape(b, t, c, hq * p, wq * p)
 
     def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
         # the given frames' tokens (after the predicted ones) are not read out
