@@ -66,8 +66,44 @@ def test_a_peaked_choice_moves_the_last_given_frame_by_that_displacement():
                     torch.testing.assert_close(got, want)
 
 
-def test_at_the_start_every_displacement_is_equally_likely():
-    o = opts(copy_window=1)
+def test_the_clips_kernels_move_every_token_alike_and_the_masks_choose_among_them():
+    """copy_kernels J (CDNA): J displacement distributions per frame for the whole clip (the mean
+    of the slot's token logits), each token's pixels a per-token softmax mix of them."""
+    o = opts(copy_kernels=2)
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)
+    k, (tq, hq, wq), tp = 5, det.grid, o.time_patch
+    n = tq * hq * wq
+    disp = lambda t, f, j: ((t + f + j) % k - 2, (2 * f + 3 * j + t) % k - 2)  # noqa: E731
+    choose = lambda t, i, jj, f: (t + i + jj + f) % 2  # noqa: E731
+    logits = torch.full((1, tq, hq * wq, tp, 2, k * k), -30.0)
+    masks = torch.full((1, tq, hq, wq, tp, 2), -1e4)
+    for t in range(tq):
+        for f in range(tp):
+            for j in range(2):
+                dy, dx = disp(t, f, j)
+                logits[0, t, :, f, j, (dy + 2) * k + (dx + 2)] = 0.0
+            for i in range(hq):
+                for jj in range(wq):
+                    masks[0, t, i, jj, f, choose(t, i, jj, f)] = 0.0
+    # one token of each slot prefers another displacement, outvoted in the slot's mean
+    logits[0, :, 0, :, :, 0] = 30.0
+    det.copy_logits, det.copy_masks = Fixed(logits.reshape(1, n, -1)), Fixed(masks.reshape(1, n, -1))
+    ctx = torch.randn(1, 2, 2, 8, 12)
+    out = det(torch.randn(1, n, 16), ctx)
+    for t in range(tq):
+        for f in range(tp):
+            for i in range(hq):
+                for jj in range(wq):
+                    dy, dx = disp(t, f, choose(t, i, jj, f))
+                    want = shifted(ctx[:, -1], dy, dx)[..., 4 * i:4 * i + 4, 4 * jj:4 * jj + 4]
+                    got = out[:, t * tp + f, :, 4 * i:4 * i + 4, 4 * jj:4 * jj + 4]
+                    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("kernels", [0, 1, 3])
+def test_at_the_start_every_displacement_is_equally_likely(kernels):
+    o = opts(copy_window=1, copy_kernels=kernels)
     det = VideoDetokenizer(o, 16)
     tokens, ctx = torch.randn(3, 24, 16), torch.randn(3, 2, 2, 8, 12)
     box = F.avg_pool2d(F.pad(ctx[:, -1], (1,) * 4, mode="replicate"), 3, stride=1)  # the 3x3 mean
@@ -95,6 +131,8 @@ def test_the_last_given_frame_reaches_every_predicted_pixel_and_only_it():
 def test_options_and_the_target_it_needs():
     with pytest.raises(ValueError, match="context_frames"):
         VideoOptions(frames=4, context_frames=0, copy_window=2)
+    with pytest.raises(ValueError, match="copy_window"):
+        VideoOptions(frames=4, context_frames=2, copy_kernels=2)
     cfg = load_config("video-digits", None, [*TINY, "modality_options.copy_window=3"])
     assert cfg.diffusion.pred == "v"
     with pytest.raises(RinkitError, match=r"predicts x0 \(diffusion.pred=v\); set diffusion.pred=x0"):

@@ -38,6 +38,9 @@ class VideoOptions(BaseModel):
     # (2m+1)^2 of them) and the last given frame moved by it is added to its pixels; an x0
     # estimate, so it needs diffusion.pred=x0. 0 = off (the official linear readout only).
     copy_window: int = Field(0, ge=0)
+    # 0: each token its own displacement distribution (DNA-like); J > 0: J per frame for the
+    # whole clip, mixed per token (CDNA), so all of a rigidly moving object moves alike.
+    copy_kernels: int = Field(0, ge=0)
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
     digit_size: int | None = Field(None, ge=2)  # moving digits: digit side (None = half the canvas)
@@ -66,6 +69,8 @@ class VideoOptions(BaseModel):
                              f"of frames {self.frames}")
         if self.context_concat and self.context_frames == 0:
             raise ValueError("context_concat needs context_frames > 0 (there is no given frame to concatenate)")
+        if self.copy_kernels and not self.copy_window:
+            raise ValueError("copy_kernels needs copy_window > 0")
         if self.copy_window and self.context_frames == 0:
             raise ValueError("copy_window needs context_frames > 0 (it copies from the last given frame)")
         if (self.context_window or self.context_concat_frames > 1) and not self.context_concat:

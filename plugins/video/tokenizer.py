@@ -89,36 +89,60 @@ class VideoDetokenizer(PatchUnembed):
     a residual. It is motion-compensated prediction as video models have done it since Finn et
     al.'s DNA (2016, per-pixel advection kernels) and SDC-Net (Reda et al. 2018): moving content is
     fetched from where it was instead of being redrawn from the latents at every position, the step
-    RIN's interface cannot take on its own (docs/video.md). The sum is an x0 estimate, so the
-    model needs diffusion.pred=x0 (`output_target`, checked by rinkit.build)."""
+    RIN's interface cannot take on its own (docs/video.md). With `copy_kernels` J > 0 the
+    displacement distributions are the clip's instead: J kernels per frame from the mean of the
+    frame slot's tokens, mixed per token by a softmax over them (Finn et al.'s CDNA), so every
+    part of a rigidly moving object is moved alike. The sum is an x0 estimate, so the model
+    needs diffusion.pred=x0 (`output_target`, checked by rinkit.build)."""
 
     def __init__(self, opts, dim: int):
         p, frames = opts.patch_size, opts.predicted_frames
         grid = (math.ceil(frames / opts.time_patch), opts.size[0] // p, opts.size[1] // p)
         super().__init__(opts.channels, dim, (opts.time_patch, p, p), grid)
-        self.frames, self.m = frames, opts.copy_window
+        self.frames, self.m, self.kernels = frames, opts.copy_window, opts.copy_kernels
         if self.m:
             self.output_target = "x0"
-            k = 2 * self.m + 1
-            self.copy_logits = nn.Linear(dim, opts.time_patch * k * k)
+            k, tp, j = 2 * self.m + 1, opts.time_patch, self.kernels
+            # per token (DNA-like) or per clip, pooled over each frame slot's tokens (CDNA)
+            self.copy_logits = nn.Linear(dim, tp * max(j, 1) * k * k)
+            # CDNA: each token's mix of the clip's j kernels
+            self.copy_masks = nn.Linear(dim, tp * j) if j > 1 else None
             # zero: every displacement equally likely at the start, so each one's gradient is
             # informative (a peaked start would leave the others' softmax gradients near zero)
-            nn.init.zeros_(self.copy_logits.weight)
-            nn.init.zeros_(self.copy_logits.bias)
+            for lin in (self.copy_logits, self.copy_masks):
+                if lin is not None:
+                    nn.init.zeros_(lin.weight)
+                    nn.init.zeros_(lin.bias)
 
     def copy(self, tokens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """(B, N, D) interface tokens (predicted first), (B, C, H, W) last given frame ->
-        (B, T', C, H, W) with T' the padded predicted frames: per token and frame, the last given
-        frame averaged over the displacements under that token's softmax."""
+        (B, T', C, H, W) with T' the padded predicted frames: the last given frame averaged over
+        the displacements under each token's softmax (copy_kernels 0), or under the clip's
+        kernels, mixed per token (copy_kernels > 0)."""
         (tq, hq, wq), (tp, p, _) = self.grid, self.patch_size
         b, c, k = last.shape[0], last.shape[1], 2 * self.m + 1
-        a = self.copy_logits(self.norm(tokens[:, :tq * hq * wq])).view(b, tq, hq, wq, tp, k * k).softmax(-1)
         t, n, w = tq * tp, b * hq * wq, p + 2 * self.m
+        normed = self.norm(tokens[:, :tq * hq * wq])
+        logits = self.copy_logits(normed)
+        # replicate: content that leaves the frame is continued by its border, not by black
+        padded = F.pad(last, (self.m,) * 4, mode="replicate")
+        if self.kernels:  # the clip's kernels: one conv of the whole frame per kernel
+            j = self.kernels
+            a = logits.view(b, tq, hq * wq, tp, j, k * k).mean(2).softmax(-1)  # b tq tp j d
+            kern = a.reshape(b, 1, t * j, k, k).expand(-1, c, -1, -1, -1).reshape(b * c * t * j, 1, k, k)
+            out = F.conv2d(padded.reshape(1, b * c, *padded.shape[-2:]), kern, groups=b * c)
+            out = out.view(b, c, t, j, hq * p, wq * p)
+            if j == 1:
+                return out[:, :, :, 0].transpose(1, 2)
+            mask = self.copy_masks(normed).view(b, tq, hq, wq, tp, j).softmax(-1)
+            mask = mask.permute(0, 1, 4, 5, 2, 3).reshape(b, 1, t, j, hq, 1, wq, 1)
+            out = (out.view(b, c, t, j, hq, p, wq, p) * mask).sum(3)
+            return out.reshape(b, c, t, hq * p, wq * p).transpose(1, 2)
+        a = logits.view(b, tq, hq, wq, tp, k * k).softmax(-1)
         # per token, a correlation of the (p + 2m)^2 window of the last given frame around its
         # patch with its t kernels a: one grouped conv (a group per token and channel), which
         # never builds the (2m+1)^2-fold unfolded frame (2-3x faster than unfold + bmm on this CPU)
-        # replicate: content that leaves the frame is continued by its border, not by black
-        win = F.unfold(F.pad(last, (self.m,) * 4, mode="replicate"), w, stride=p)  # b (c w w) (i j)
+        win = F.unfold(padded, w, stride=p)  # b (c w w) (i j)
         win = win.view(b, c, w, w, hq * wq).permute(0, 4, 1, 2, 3).reshape(1, n * c, w, w)
         kern = a.permute(0, 2, 3, 1, 4, 5).reshape(n, 1, t, k, k).expand(-1, c, -1, -1, -1)
         out = F.conv2d(win, kern.reshape(n * c * t, 1, k, k), groups=n * c)  # 1, (b i j c t), p, p
