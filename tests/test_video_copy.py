@@ -76,19 +76,17 @@ def test_the_clips_kernels_move_every_token_alike_and_the_masks_choose_among_the
     n = tq * hq * wq
     disp = lambda t, f, j: ((t + f + j) % k - 2, (2 * f + 3 * j + t) % k - 2)  # noqa: E731
     choose = lambda t, i, jj, f: (t + i + jj + f) % 2  # noqa: E731
-    logits = torch.full((1, tq, hq * wq, tp, 2, k * k), -30.0)
+    logits = torch.full((1, tq, 1, tp, 2, k * k), -1e4)
     masks = torch.full((1, tq, hq, wq, tp, 2), -1e4)
     for t in range(tq):
         for f in range(tp):
             for j in range(2):
                 dy, dx = disp(t, f, j)
-                logits[0, t, :, f, j, (dy + 2) * k + (dx + 2)] = 0.0
+                logits[0, t, 0, f, j, (dy + 2) * k + (dx + 2)] = 0.0
             for i in range(hq):
                 for jj in range(wq):
                     masks[0, t, i, jj, f, choose(t, i, jj, f)] = 0.0
-    # one token of each slot prefers another displacement, outvoted in the slot's mean
-    logits[0, :, 0, :, :, 0] = 30.0
-    det.copy_logits, det.copy_masks = Fixed(logits.reshape(1, n, -1)), Fixed(masks.reshape(1, n, -1))
+    det.copy_logits, det.copy_masks = Fixed(logits[:, :, 0].reshape(1, tq, -1)), Fixed(masks.reshape(1, n, -1))
     ctx = torch.randn(1, 2, 2, 8, 12)
     out = det(torch.randn(1, n, 16), ctx)
     for t in range(tq):
@@ -99,6 +97,29 @@ def test_the_clips_kernels_move_every_token_alike_and_the_masks_choose_among_the
                     want = shifted(ctx[:, -1], dy, dx)[..., 4 * i:4 * i + 4, 4 * jj:4 * jj + 4]
                     got = out[:, t * tp + f, :, 4 * i:4 * i + 4, 4 * jj:4 * jj + 4]
                     torch.testing.assert_close(got, want)
+
+
+def test_the_clips_kernels_come_from_the_mean_of_each_slots_token_logits():
+    o = opts(copy_kernels=2)
+    det = VideoDetokenizer(o, 16)
+    for lin in (det.copy_logits, det.copy_masks, det.proj):
+        torch.nn.init.normal_(lin.weight), torch.nn.init.normal_(lin.bias)
+    (tq, hq, wq), tp, k = det.grid, o.time_patch, 5
+    tokens, ctx = torch.randn(2, tq * hq * wq + 6, 16), torch.randn(2, 2, 2, 8, 12)
+    normed = det.norm(tokens[:, :tq * hq * wq])
+    a = det.copy_logits(normed).view(2, tq, hq * wq, tp, 2, k * k).mean(2).softmax(-1)  # the clip's kernels
+    mask = det.copy_masks(normed).view(2, tq, hq, wq, tp, 2).softmax(-1)
+    want = torch.zeros(2, tq * tp, 2, 8, 12)
+    for t in range(tq):
+        for f in range(tp):
+            for j in range(2):
+                moved = sum(a[:, t, f, j, (dy + 2) * k + dx + 2, None, None, None] * shifted(ctx[:, -1], dy, dx)
+                            for dy in range(-2, 3) for dx in range(-2, 3))
+                w = mask[:, t, :, :, f, j].repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None]
+                want[:, t * tp + f] += w * moved
+    plain = VideoDetokenizer(opts(copy_window=0), 16)
+    plain.load_state_dict(det.state_dict(), strict=False)
+    torch.testing.assert_close(det(tokens, ctx), plain(tokens, ctx) + want, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kernels", [0, 1, 3])

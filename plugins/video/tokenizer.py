@@ -123,12 +123,13 @@ class VideoDetokenizer(PatchUnembed):
         b, c, k = last.shape[0], last.shape[1], 2 * self.m + 1
         t, n, w = tq * tp, b * hq * wq, p + 2 * self.m
         normed = self.norm(tokens[:, :tq * hq * wq])
-        logits = self.copy_logits(normed)
         # replicate: content that leaves the frame is continued by its border, not by black
         padded = F.pad(last, (self.m,) * 4, mode="replicate")
         if self.kernels:  # the clip's kernels: one conv of the whole frame per kernel
             j = self.kernels
-            a = logits.view(b, tq, hq * wq, tp, j, k * k).mean(2).softmax(-1)  # b tq tp j d
+            # the mean of the slot's token logits, taken before the linear map (the same numbers,
+            # hq * wq times fewer products)
+            a = self.copy_logits(normed.view(b, tq, hq * wq, -1).mean(2)).view(b, tq, tp, j, k * k).softmax(-1)
             kern = a.reshape(b, 1, t * j, k, k).expand(-1, c, -1, -1, -1).reshape(b * c * t * j, 1, k, k)
             out = F.conv2d(padded.reshape(1, b * c, *padded.shape[-2:]), kern, groups=b * c)
             out = out.view(b, c, t, j, hq * p, wq * p)
@@ -138,7 +139,7 @@ class VideoDetokenizer(PatchUnembed):
             mask = mask.permute(0, 1, 4, 5, 2, 3).reshape(b, 1, t, j, hq, 1, wq, 1)
             out = (out.view(b, c, t, j, hq, p, wq, p) * mask).sum(3)
             return out.reshape(b, c, t, hq * p, wq * p).transpose(1, 2)
-        a = logits.view(b, tq, hq, wq, tp, k * k).softmax(-1)
+        a = self.copy_logits(normed).view(b, tq, hq, wq, tp, k * k).softmax(-1)
         # per token, a correlation of the (p + 2m)^2 window of the last given frame around its
         # patch with its t kernels a: one grouped conv (a group per token and channel), which
         # never builds the (2m+1)^2-fold unfolded frame (2-3x faster than unfold + bmm on this CPU)
