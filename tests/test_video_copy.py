@@ -1,6 +1,8 @@
 """The video readout's copy from the last given frame (modality_options.copy_window): the hand
 formula, the start, that the given frame reaches every predicted pixel through it, that train and
 sample feed it the same inputs, and the diffusion target it requires."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,3 +184,32 @@ def test_training_and_sampling_feed_the_copy_the_same_given_frames():
     from rinkit.sampling import generate
     generate(model.eval(), cfg, 2, None, 0, "cpu", context=ctx[:2])
     assert len(seen) == cfg.sampler.steps and all(torch.equal(s, ctx[:2, -1]) for s in seen)
+
+
+@pytest.mark.parametrize("kernels", [0, 1])
+def test_a_gaussian_kernel_is_a_soft_argmax_around_its_centre(kernels):
+    """copy_shape gaussian: per kernel and frame a centre mu (in units of m/2 px) and a log-width;
+    the weight of displacement d is proportional to exp(-|d - mu|^2 / 2 s^2)."""
+    o = opts(copy_kernels=kernels, copy_shape="gaussian", copy_window=4)
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)
+    (tq, hq, wq), tp, m = det.grid, o.time_patch, 4
+    # at the start: a broad Gaussian (s = m / 2) at no displacement, whatever the tokens
+    tokens, ctx = torch.randn(2, tq * hq * wq, 16), torch.randn(2, 2, 2, 8, 12)
+    wts = {(dy, dx): math.exp(-(dy * dy + dx * dx) / (2 * (m / 2) ** 2)) for dy in range(-m, m + 1)
+           for dx in range(-m, m + 1)}
+    z = sum(wts.values())
+    want = sum(w / z * shifted(ctx[:, -1], dy, dx) for (dy, dx), w in wts.items())
+    torch.testing.assert_close(det(tokens, ctx), want[:, None].expand(-1, 4, -1, -1, -1))
+    # a chosen centre and width per frame: the bias alone (weights zero) sets them for every token
+    params = [(1.0, -1.0, math.log(0.25)), (0.3, 0.9, math.log(0.8))] * tq  # mu_y, mu_x in m/2 px; log s
+    with torch.no_grad():
+        det.copy_logits.bias.copy_(torch.tensor(params[:tp]).flatten())
+    out = det(tokens, ctx)
+    for f in range(4):
+        my, mx, ls = params[f % tp]
+        w = {(dy, dx): math.exp(-((dy - my * m / 2) ** 2 + (dx - mx * m / 2) ** 2) / (2 * math.exp(2 * ls)))
+             for dy in range(-m, m + 1) for dx in range(-m, m + 1)}
+        z = sum(w.values())
+        torch.testing.assert_close(out[:, f], sum(v / z * shifted(ctx[:, -1], dy, dx) for (dy, dx), v in w.items()))
+    assert torch.allclose(out[:, 0], shifted(ctx[:, -1], 2, -2), atol=1e-2)  # narrow at an integer: a shift

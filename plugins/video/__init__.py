@@ -41,6 +41,9 @@ class VideoOptions(BaseModel):
     # 0: each token its own displacement distribution (DNA-like); J > 0: J per frame for the
     # whole clip, mixed per token (CDNA), so all of a rigidly moving object moves alike.
     copy_kernels: int = Field(0, ge=0)
+    # A displacement distribution is free (a logit per displacement) or a Gaussian (a centre and
+    # a width per kernel and frame: a soft argmax, whose centre a linear map of a velocity reaches).
+    copy_shape: Literal["free", "gaussian"] = "free"
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
     digit_size: int | None = Field(None, ge=2)  # moving digits: digit side (None = half the canvas)

@@ -100,19 +100,40 @@ class VideoDetokenizer(PatchUnembed):
         grid = (math.ceil(frames / opts.time_patch), opts.size[0] // p, opts.size[1] // p)
         super().__init__(opts.channels, dim, (opts.time_patch, p, p), grid)
         self.frames, self.m, self.kernels = frames, opts.copy_window, opts.copy_kernels
+        self.shape = opts.copy_shape
         if self.m:
             self.output_target = "x0"
             k, tp, j = 2 * self.m + 1, opts.time_patch, self.kernels
-            # per token (DNA-like) or per clip, pooled over each frame slot's tokens (CDNA)
-            self.copy_logits = nn.Linear(dim, tp * max(j, 1) * k * k)
+            # per token (DNA-like) or per clip, pooled over each frame slot's tokens (CDNA); a
+            # free distribution has a logit per displacement, a Gaussian a centre and a width
+            self.copy_logits = nn.Linear(dim, tp * max(j, 1) * (k * k if self.shape == "free" else 3))
             # CDNA: each token's mix of the clip's j kernels
             self.copy_masks = nn.Linear(dim, tp * j) if j > 1 else None
-            # zero: every displacement equally likely at the start, so each one's gradient is
-            # informative (a peaked start would leave the others' softmax gradients near zero)
+            # zero: every displacement equally likely at the start (free), or a broad Gaussian at
+            # no displacement, so each displacement's gradient is informative
             for lin in (self.copy_logits, self.copy_masks):
                 if lin is not None:
                     nn.init.zeros_(lin.weight)
                     nn.init.zeros_(lin.bias)
+            if self.shape == "gaussian":
+                with torch.no_grad():
+                    self.copy_logits.bias.view(-1, 3)[:, 2] = math.log(self.m / 2)
+                d = torch.arange(-self.m, self.m + 1, dtype=torch.float32)
+                self.register_buffer("offsets", torch.cartesian_prod(d, d), persistent=False)  # (k*k, 2): dy, dx
+
+    def kernel_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Features (..., D) -> (..., tp * J' * k * k) logits over the displacements. Gaussian: a
+        centre in units of m / 2 px (a linear map of the features can then follow a velocity
+        times the frame's distance) and a log-width, so the logit of d is -|d - mu|^2 / 2 s^2:
+        a soft argmax whose pull reaches as far as the width (a free logit learns only where
+        the softmax already puts weight)."""
+        out = self.copy_logits(h)
+        if self.shape == "free":
+            return out
+        q = out.view(*out.shape[:-1], -1, 3)
+        mu, log_s = q[..., :2] * (self.m / 2), q[..., 2].clamp(-2.0, math.log(2 * self.m))
+        dist2 = ((self.offsets - mu[..., None, :]) ** 2).sum(-1)  # (..., tp * J', k * k)
+        return (-dist2 / (2 * torch.exp(2 * log_s))[..., None]).flatten(-2)
 
     def copy(self, tokens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """(B, N, D) interface tokens (predicted first), (B, C, H, W) last given frame ->
@@ -129,7 +150,7 @@ class VideoDetokenizer(PatchUnembed):
             j = self.kernels
             # the mean of the slot's token logits, taken before the linear map (the same numbers,
             # hq * wq times fewer products)
-            a = self.copy_logits(normed.view(b, tq, hq * wq, -1).mean(2)).view(b, tq, tp, j, k * k).softmax(-1)
+            a = self.kernel_logits(normed.view(b, tq, hq * wq, -1).mean(2)).view(b, tq, tp, j, k * k).softmax(-1)
             kern = a.reshape(b, 1, t * j, k, k).expand(-1, c, -1, -1, -1).reshape(b * c * t * j, 1, k, k)
             out = F.conv2d(padded.reshape(1, b * c, *padded.shape[-2:]), kern, groups=b * c)
             out = out.view(b, c, t, j, hq * p, wq * p)
@@ -139,7 +160,7 @@ class VideoDetokenizer(PatchUnembed):
             mask = mask.permute(0, 1, 4, 5, 2, 3).reshape(b, 1, t, j, hq, 1, wq, 1)
             out = (out.view(b, c, t, j, hq, p, wq, p) * mask).sum(3)
             return out.reshape(b, c, t, hq * p, wq * p).transpose(1, 2)
-        a = self.copy_logits(normed).view(b, tq, hq, wq, tp, k * k).softmax(-1)
+        a = self.kernel_logits(normed).view(b, tq, hq, wq, tp, k * k).softmax(-1)
         # per token, a correlation of the (p + 2m)^2 window of the last given frame around its
         # patch with its t kernels a: one grouped conv (a group per token and channel), which
         # never builds the (2m+1)^2-fold unfolded frame (2-3x faster than unfold + bmm on this CPU)
