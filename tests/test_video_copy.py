@@ -154,9 +154,8 @@ def test_the_last_given_frame_reaches_every_predicted_pixel_and_only_it():
 def test_options_and_the_target_it_needs():
     with pytest.raises(ValueError, match="context_frames"):
         VideoOptions(frames=4, context_frames=0, copy_window=2)
-    with pytest.raises(ValueError, match="copy_window"):
-        VideoOptions(frames=4, context_frames=2, copy_kernels=2)
-    cfg = load_config("video-digits", None, [*TINY, "modality_options.copy_window=3"])
+    assert VideoDetokenizer(VideoOptions(frames=4, context_frames=2, copy_kernels=2), 8).m == 0  # off
+    cfg = load_config("video-digits", None, [*TINY, "modality_options.copy_window=3", "diffusion.pred=v"])
     assert cfg.diffusion.pred == "v"
     with pytest.raises(RinkitError, match=r"predicts x0 \(diffusion.pred=v\); set diffusion.pred=x0"):
         build_model(cfg)

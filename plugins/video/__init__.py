@@ -39,7 +39,8 @@ class VideoOptions(BaseModel):
     # estimate, so it needs diffusion.pred=x0. 0 = off (the official linear readout only).
     copy_window: int = Field(0, ge=0)
     # 0: each token its own displacement distribution (DNA-like); J > 0: J per frame for the
-    # whole clip, mixed per token (CDNA), so all of a rigidly moving object moves alike.
+    # whole clip, mixed per token (CDNA), so all of a rigidly moving object moves alike. This and
+    # copy_shape apply with copy_window > 0 (so copy_window=0 alone turns the copy off).
     copy_kernels: int = Field(0, ge=0)
     # A displacement distribution is free (a logit per displacement) or a Gaussian (a centre and
     # a width per kernel and frame: a soft argmax, whose centre a linear map of a velocity reaches).
@@ -72,8 +73,6 @@ class VideoOptions(BaseModel):
                              f"of frames {self.frames}")
         if self.context_concat and self.context_frames == 0:
             raise ValueError("context_concat needs context_frames > 0 (there is no given frame to concatenate)")
-        if self.copy_kernels and not self.copy_window:
-            raise ValueError("copy_kernels needs copy_window > 0")
         if self.copy_window and self.context_frames == 0:
             raise ValueError("copy_window needs context_frames > 0 (it copies from the last given frame)")
         if (self.context_window or self.context_concat_frames > 1) and not self.context_concat:
