@@ -125,8 +125,8 @@ class VideoDetokenizer(PatchUnembed):
         """Features (..., D) -> (..., tp * J' * k * k) logits over the displacements. Gaussian: a
         centre in units of m / 2 px (a linear map of the features can then follow a velocity
         times the frame's distance) and a log-width, so the logit of d is -|d - mu|^2 / 2 s^2:
-        a soft argmax whose pull reaches as far as the width (a free logit learns only where
-        the softmax already puts weight)."""
+        a soft argmax whose pull reaches as far as the width (a free logit's gradient is scaled
+        by the weight the softmax already gives it)."""
         out = self.copy_logits(h)
         if self.shape == "free":
             return out
