@@ -34,7 +34,10 @@ class Modality:
         nothing downstream asks which form it got; a bare tensor is a one-line error.
     make_detokenizer(options, interface_dim) -> nn.Module: forward(tokens, context, state) -> a
         tensor of exactly the input's shape (B, *sample_shape): no broadcasting. `state` is what
-        the tokenizer returned for this input (None for most modalities).
+        the tokenizer returned for this input (None for most modalities). A detokenizer whose
+        output is built from the data and so is one kind of estimate (the video plugin's copy of
+        the given frames: an x0 estimate) sets `output_target` ("x0", "eps" or "v"); building a
+        model whose `diffusion.pred` differs is then a one-line error.
     sample_shape(options) -> per-example shape of the data (what the sampler draws noise for)
     write_samples(samples, labels, path, options, context=None) -> list of the files written;
         samples (B, *sample_shape) in [-1, 1], labels (B,) or None, `path` a stem without

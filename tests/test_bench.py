@@ -55,6 +55,17 @@ def test_flop_count_and_matmul_peak():
     assert matmul_peak("cpu", n=128, reps=2)["flops_per_s"] > 0
 
 
+@pytest.mark.parametrize("groups", [1, 8])
+def test_a_convolutions_gradients_each_cost_its_forward(groups):
+    """Also for a grouped conv, whose weight gradient torch's own formula counts `groups` times."""
+    x, w = torch.randn(2, groups, 12, 12), torch.randn(2 * groups, 1, 5, 5, requires_grad=True)
+    conv = lambda x: torch.nn.functional.conv2d(x, w, groups=groups)  # noqa: E731
+    fwd = count_flops(lambda: conv(x))
+    assert fwd == 2 * 2 * (2 * groups) * 25 * 8 * 8
+    assert count_flops(lambda: conv(x).sum().backward()) == 2 * fwd  # + the weight gradient
+    assert count_flops(lambda: conv(x.clone().requires_grad_()).sum().backward()) == 3 * fwd  # + the input's
+
+
 def test_bad_model_specs_are_one_line_errors():
     with pytest.raises(RinkitError, match="bad model"):
         parse_models(["transformer:xl"], [], True)

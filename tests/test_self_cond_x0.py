@@ -12,7 +12,8 @@ from rinkit.errors import RinkitError
 TINY = ["model.interface_dim=32", "model.latent_dim=32", "model.num_latents=8", "model.blocks=2",
         "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2",
         "modality_options.frames=6", "modality_options.context_frames=2", "modality_options.frame_size=16",
-        "modality_options.digit_size=8", "diffusion.self_cond_x0=true"]
+        "modality_options.digit_size=8", "modality_options.copy_window=0", "diffusion.pred=v",
+        "diffusion.self_cond_rate=0.9", "diffusion.self_cond_x0=true"]  # the earlier video preset's readout
 
 
 class Recorder(torch.nn.Module):

@@ -11,7 +11,8 @@ from rinkit.errors import RinkitError
 VIDEO = ["model.interface_dim=32", "model.latent_dim=32", "model.num_latents=8", "model.blocks=2",
          "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2",
          "modality_options.frames=6", "modality_options.context_frames=2", "modality_options.frame_size=16",
-         "modality_options.digit_size=8", "modality_options.context_concat=false"]
+         "modality_options.digit_size=8", "modality_options.context_concat=false",
+         "modality_options.copy_window=0", "diffusion.pred=v"]  # no other path for the given frames
 IMAGE = ["model.interface_dim=32", "model.latent_dim=32", "model.num_latents=8", "model.blocks=2",
          "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2"]
 
@@ -114,7 +115,9 @@ def test_off_by_default_and_refused_where_there_is_no_grid():
 
 
 @pytest.mark.parametrize("extra", [["model.conv_kernel_size=3"], ["model.write_context=true"],
-                                   ["diffusion.self_cond_x0=true"]])
+                                   ["diffusion.self_cond_rate=0.9", "diffusion.self_cond_x0=true"],
+                                   ["modality_options.copy_window=3", "modality_options.copy_kernels=2",
+                                    "diffusion.pred=x0"]])
 def test_info_counts_every_parameter_of_the_optional_parts(extra):
     from rinkit.info import model_info
     cfg = load_config("video-digits", None, [*VIDEO, *extra])

@@ -33,6 +33,18 @@ class VideoOptions(BaseModel):
     # conv with kernel p + 2m and stride p, so a token can copy content that has moved up to ~m px
     # since the last given frame, without the detour through the latents. 0 = the same pixels.
     context_window: int = Field(0, ge=0)
+    # Margin m (px) of the readout's copy from the last given frame (VideoDetokenizer): each
+    # predicted token picks, per frame, a displacement of up to m px (a softmax over the
+    # (2m+1)^2 of them) and the last given frame moved by it is added to its pixels; an x0
+    # estimate, so it needs diffusion.pred=x0. 0 = off (the official linear readout only).
+    copy_window: int = Field(0, ge=0)
+    # 0: each token its own displacement distribution (DNA-like); J > 0: J per frame for the
+    # whole clip, mixed per token (CDNA), so all of a rigidly moving object moves alike. This and
+    # copy_shape apply with copy_window > 0 (so copy_window=0 alone turns the copy off).
+    copy_kernels: int = Field(0, ge=0)
+    # A displacement distribution is free (a logit per displacement) or a Gaussian (a centre and
+    # a width per kernel and frame: a soft argmax, whose centre a linear map of a velocity reaches).
+    copy_shape: Literal["free", "gaussian"] = "free"
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
     digit_size: int | None = Field(None, ge=2)  # moving digits: digit side (None = half the canvas)
@@ -61,6 +73,8 @@ class VideoOptions(BaseModel):
                              f"of frames {self.frames}")
         if self.context_concat and self.context_frames == 0:
             raise ValueError("context_concat needs context_frames > 0 (there is no given frame to concatenate)")
+        if self.copy_window and self.context_frames == 0:
+            raise ValueError("copy_window needs context_frames > 0 (it copies from the last given frame)")
         if (self.context_window or self.context_concat_frames > 1) and not self.context_concat:
             raise ValueError("context_window and context_concat_frames need context_concat: true")
         if self.context_concat and self.context_concat_frames > self.context_frames:

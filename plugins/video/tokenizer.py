@@ -83,13 +83,98 @@ class VideoTokenizer(PatchEmbed):
 
 
 class VideoDetokenizer(PatchUnembed):
+    """With `copy_window` m > 0 the readout also *copies* from the last given frame: each predicted
+    token gives, per frame it covers, a softmax over the (2m+1)^2 displacements d with |d_y|, |d_x|
+    <= m, and its pixels get sum_d a_d * last(pixel + d) added to the linear readout, which becomes
+    a residual. It is motion-compensated prediction as video models have done it since Finn et
+    al.'s DNA (2016, per-pixel advection kernels) and SDC-Net (Reda et al. 2018): moving content is
+    fetched from where it was instead of being redrawn from the latents at every position, the step
+    RIN's interface cannot take on its own (docs/video.md). With `copy_kernels` J > 0 the
+    displacement distributions are the clip's instead: J kernels per frame from the mean of the
+    frame slot's tokens, mixed per token by a softmax over them (Finn et al.'s CDNA), so every
+    part of a rigidly moving object is moved alike. The sum is an x0 estimate, so the model
+    needs diffusion.pred=x0 (`output_target`, checked by rinkit.build)."""
+
     def __init__(self, opts, dim: int):
         p, frames = opts.patch_size, opts.predicted_frames
         grid = (math.ceil(frames / opts.time_patch), opts.size[0] // p, opts.size[1] // p)
         super().__init__(opts.channels, dim, (opts.time_patch, p, p), grid)
-        self.frames = frames
+        self.frames, self.m, self.kernels = frames, opts.copy_window, opts.copy_kernels
+        self.shape = opts.copy_shape
+        if self.m:
+            self.output_target = "x0"
+            k, tp, j = 2 * self.m + 1, opts.time_patch, self.kernels
+            # per token (DNA-like) or per clip, pooled over each frame slot's tokens (CDNA); a
+            # free distribution has a logit per displacement, a Gaussian a centre and a width
+            self.copy_logits = nn.Linear(dim, tp * max(j, 1) * (k * k if self.shape == "free" else 3))
+            # CDNA: each token's mix of the clip's j kernels
+            self.copy_masks = nn.Linear(dim, tp * j) if j > 1 else None
+            # zero: every displacement equally likely at the start (free), or a broad Gaussian at
+            # no displacement, so each displacement's gradient is informative
+            for lin in (self.copy_logits, self.copy_masks):
+                if lin is not None:
+                    nn.init.zeros_(lin.weight)
+                    nn.init.zeros_(lin.bias)
+            if self.shape == "gaussian":
+                with torch.no_grad():
+                    self.copy_logits.bias.view(-1, 3)[:, 2] = math.log(self.m / 2)
+                d = torch.arange(-self.m, self.m + 1, dtype=torch.float32)
+                self.register_buffer("offsets", torch.cartesian_prod(d, d), persistent=False)  # (k*k, 2): dy, dx
+
+    def kernel_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Features (..., D) -> (..., tp * J' * k * k) logits over the displacements. Gaussian: a
+        centre in units of m / 2 px (a linear map of the features can then follow a velocity
+        times the frame's distance) and a log-width, so the logit of d is -|d - mu|^2 / 2 s^2:
+        a soft argmax whose pull reaches as far as the width (a free logit's gradient is scaled
+        by the weight the softmax already gives it)."""
+        out = self.copy_logits(h)
+        if self.shape == "free":
+            return out
+        q = out.view(*out.shape[:-1], -1, 3)
+        mu, log_s = q[..., :2] * (self.m / 2), q[..., 2].clamp(-2.0, math.log(2 * self.m))
+        dist2 = ((self.offsets - mu[..., None, :]) ** 2).sum(-1)  # (..., tp * J', k * k)
+        return (-dist2 / (2 * torch.exp(2 * log_s))[..., None]).flatten(-2)
+
+    def copy(self, tokens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) interface tokens (predicted first), (B, C, H, W) last given frame ->
+        (B, T', C, H, W) with T' the padded predicted frames: the last given frame averaged over
+        the displacements under each token's softmax (copy_kernels 0), or under the clip's
+        kernels, mixed per token (copy_kernels > 0)."""
+        (tq, hq, wq), (tp, p, _) = self.grid, self.patch_size
+        b, c, k = last.shape[0], last.shape[1], 2 * self.m + 1
+        t, n, w = tq * tp, b * hq * wq, p + 2 * self.m
+        normed = self.norm(tokens[:, :tq * hq * wq])
+        # replicate: content that leaves the frame is continued by its border, not by black
+        padded = F.pad(last, (self.m,) * 4, mode="replicate")
+        if self.kernels:  # the clip's kernels: one conv of the whole frame per kernel
+            j = self.kernels
+            # the mean of the slot's token logits, taken before the linear map (the same numbers,
+            # hq * wq times fewer products)
+            a = self.kernel_logits(normed.view(b, tq, hq * wq, -1).mean(2)).view(b, tq, tp, j, k * k).softmax(-1)
+            kern = a.reshape(b, 1, t * j, k, k).expand(-1, c, -1, -1, -1).reshape(b * c * t * j, 1, k, k)
+            out = F.conv2d(padded.reshape(1, b * c, *padded.shape[-2:]), kern, groups=b * c)
+            out = out.view(b, c, t, j, hq * p, wq * p)
+            if j == 1:
+                return out[:, :, :, 0].transpose(1, 2)
+            mask = self.copy_masks(normed).view(b, tq, hq, wq, tp, j).softmax(-1)
+            mask = mask.permute(0, 1, 4, 5, 2, 3).reshape(b, 1, t, j, hq, 1, wq, 1)
+            out = (out.view(b, c, t, j, hq, p, wq, p) * mask).sum(3)
+            return out.reshape(b, c, t, hq * p, wq * p).transpose(1, 2)
+        a = self.kernel_logits(normed).view(b, tq, hq, wq, tp, k * k).softmax(-1)
+        # per token, a correlation of the (p + 2m)^2 window of the last given frame around its
+        # patch with its t kernels a: one grouped conv (a group per token and channel), which
+        # never builds the (2m+1)^2-fold unfolded frame (2-3x faster than unfold + bmm on this CPU)
+        win = F.unfold(padded, w, stride=p)  # b (c w w) (i j)
+        win = win.view(b, c, w, w, hq * wq).permute(0, 4, 1, 2, 3).reshape(1, n * c, w, w)
+        kern = a.permute(0, 2, 3, 1, 4, 5).reshape(n, 1, t, k, k).expand(-1, c, -1, -1, -1)
+        out = F.conv2d(win, kern.reshape(n * c * t, 1, k, k), groups=n * c)  # 1, (b i j c t), p, p
+        return out.view(b, hq, wq, c, t, p, p).permute(0, 4, 3, 1, 5, 2, 6).reshape(b, t, c, hq * p, wq * p)
 
     def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
         # the given frames' tokens (after the predicted ones) are not read out
         x = super().forward(tokens).transpose(1, 2)  # B, C, T, H, W -> B, T, C, H, W
+        if self.m:
+            if context is None:
+                raise ValueError("copy_window copies from the given frames but no context was passed")
+            x = x + self.copy(tokens, context[:, -1].to(x.dtype))
         return x[:, :self.frames]

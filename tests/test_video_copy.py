@@ -1,0 +1,214 @@
+"""The video readout's copy from the last given frame (modality_options.copy_window): the hand
+formula, the start, that the given frame reaches every predicted pixel through it, that train and
+sample feed it the same inputs, and the diffusion target it requires."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rinkit.build import build_diffusion, build_model
+from rinkit.config import load_config, modality_options
+from rinkit.errors import RinkitError
+from rinkit_plugins.video import VideoOptions
+from rinkit_plugins.video.tokenizer import VideoDetokenizer
+
+from test_video import TINY
+
+
+def opts(**kw):
+    base = dict(frames=6, context_frames=2, frame_size=(8, 12), channels=2, patch_size=4, time_patch=2,
+                copy_window=2)
+    return VideoOptions(**{**base, **kw})
+
+
+class Fixed(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, _):
+        return self.value
+
+
+def shifted(last, dy, dx):
+    """last(y + dy, x + dx), borders continued (replicate)."""
+    m = max(abs(dy), abs(dx))
+    p = F.pad(last, (m,) * 4, mode="replicate")
+    h, w = last.shape[-2:]
+    return p[..., m + dy:m + dy + h, m + dx:m + dx + w]
+
+
+def test_a_peaked_choice_moves_the_last_given_frame_by_that_displacement():
+    o = opts()
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
+    k = 2 * o.copy_window + 1
+    (tq, hq, wq), n = det.grid, det.grid[0] * det.grid[1] * det.grid[2]
+    # token (t, i, j) picks, for its frame f in 0..tp-1, the displacement given by a hand rule
+    rule = lambda t, i, j, f: ((t + i + f) % k - 2, (2 * j + f) % k - 2)  # noqa: E731
+    logits = torch.full((1, n, o.time_patch, k * k), -1e4)
+    for t in range(tq):
+        for i in range(hq):
+            for j in range(wq):
+                for f in range(o.time_patch):
+                    dy, dx = rule(t, i, j, f)
+                    logits[0, (t * hq + i) * wq + j, f, (dy + 2) * k + (dx + 2)] = 0.0
+    det.copy_logits = Fixed(logits.flatten(2))  # the chosen logits, whatever the tokens
+    ctx = torch.randn(1, 2, 2, 8, 12)
+    out = det(torch.randn(1, n + 5, 16), ctx)
+    assert out.shape == (1, 4, 2, 8, 12)
+    for t in range(tq):
+        for f in range(o.time_patch):
+            for i in range(hq):
+                for j in range(wq):
+                    dy, dx = rule(t, i, j, f)
+                    want = shifted(ctx[:, -1], dy, dx)[..., 4 * i:4 * i + 4, 4 * j:4 * j + 4]
+                    got = out[:, t * o.time_patch + f, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4]
+                    torch.testing.assert_close(got, want)
+
+
+def test_the_clips_kernels_move_every_token_alike_and_the_masks_choose_among_them():
+    """copy_kernels J (CDNA): J displacement distributions per frame for the whole clip (the mean
+    of the slot's token logits), each token's pixels a per-token softmax mix of them."""
+    o = opts(copy_kernels=2)
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)
+    k, (tq, hq, wq), tp = 5, det.grid, o.time_patch
+    n = tq * hq * wq
+    disp = lambda t, f, j: ((t + f + j) % k - 2, (2 * f + 3 * j + t) % k - 2)  # noqa: E731
+    choose = lambda t, i, jj, f: (t + i + jj + f) % 2  # noqa: E731
+    logits = torch.full((1, tq, 1, tp, 2, k * k), -1e4)
+    masks = torch.full((1, tq, hq, wq, tp, 2), -1e4)
+    for t in range(tq):
+        for f in range(tp):
+            for j in range(2):
+                dy, dx = disp(t, f, j)
+                logits[0, t, 0, f, j, (dy + 2) * k + (dx + 2)] = 0.0
+            for i in range(hq):
+                for jj in range(wq):
+                    masks[0, t, i, jj, f, choose(t, i, jj, f)] = 0.0
+    det.copy_logits, det.copy_masks = Fixed(logits[:, :, 0].reshape(1, tq, -1)), Fixed(masks.reshape(1, n, -1))
+    ctx = torch.randn(1, 2, 2, 8, 12)
+    out = det(torch.randn(1, n, 16), ctx)
+    for t in range(tq):
+        for f in range(tp):
+            for i in range(hq):
+                for jj in range(wq):
+                    dy, dx = disp(t, f, choose(t, i, jj, f))
+                    want = shifted(ctx[:, -1], dy, dx)[..., 4 * i:4 * i + 4, 4 * jj:4 * jj + 4]
+                    got = out[:, t * tp + f, :, 4 * i:4 * i + 4, 4 * jj:4 * jj + 4]
+                    torch.testing.assert_close(got, want)
+
+
+def test_the_clips_kernels_come_from_the_mean_of_each_slots_token_logits():
+    o = opts(copy_kernels=2)
+    det = VideoDetokenizer(o, 16)
+    for lin in (det.copy_logits, det.copy_masks, det.proj):
+        torch.nn.init.normal_(lin.weight), torch.nn.init.normal_(lin.bias)
+    (tq, hq, wq), tp, k = det.grid, o.time_patch, 5
+    tokens, ctx = torch.randn(2, tq * hq * wq + 6, 16), torch.randn(2, 2, 2, 8, 12)
+    normed = det.norm(tokens[:, :tq * hq * wq])
+    a = det.copy_logits(normed).view(2, tq, hq * wq, tp, 2, k * k).mean(2).softmax(-1)  # the clip's kernels
+    mask = det.copy_masks(normed).view(2, tq, hq, wq, tp, 2).softmax(-1)
+    want = torch.zeros(2, tq * tp, 2, 8, 12)
+    for t in range(tq):
+        for f in range(tp):
+            for j in range(2):
+                moved = sum(a[:, t, f, j, (dy + 2) * k + dx + 2, None, None, None] * shifted(ctx[:, -1], dy, dx)
+                            for dy in range(-2, 3) for dx in range(-2, 3))
+                w = mask[:, t, :, :, f, j].repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None]
+                want[:, t * tp + f] += w * moved
+    plain = VideoDetokenizer(opts(copy_window=0), 16)
+    plain.load_state_dict(det.state_dict(), strict=False)
+    torch.testing.assert_close(det(tokens, ctx), plain(tokens, ctx) + want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernels", [0, 1, 3])
+def test_at_the_start_every_displacement_is_equally_likely(kernels):
+    o = opts(copy_window=1, copy_kernels=kernels)
+    det = VideoDetokenizer(o, 16)
+    tokens, ctx = torch.randn(3, 24, 16), torch.randn(3, 2, 2, 8, 12)
+    box = F.avg_pool2d(F.pad(ctx[:, -1], (1,) * 4, mode="replicate"), 3, stride=1)  # the 3x3 mean
+    plain = VideoDetokenizer(opts(copy_window=0), 16)
+    plain.load_state_dict(det.state_dict(), strict=False)
+    torch.testing.assert_close(det(tokens, ctx), plain(tokens, ctx) + box[:, None])
+
+
+def test_the_last_given_frame_reaches_every_predicted_pixel_and_only_it():
+    det = VideoDetokenizer(opts(), 16)
+    tokens = torch.randn(1, 24, 16)
+    ctx = torch.randn(1, 2, 2, 8, 12, requires_grad=True)
+    out = det(tokens, ctx)
+    for f in range(out.shape[1]):
+        for c in range(out.shape[2]):
+            g, = torch.autograd.grad(out[0, f, c].sum(), ctx, retain_graph=True)
+            assert g[0, -1].abs().sum() > 0 and g[0, :-1].abs().sum() == 0  # only the last given frame
+    # and each predicted pixel sees it: the gradient of one pixel covers its (2m+1)^2 window
+    g, = torch.autograd.grad(out[0, 3, 1, 4, 6], ctx)
+    assert int((g[0, -1, 1] != 0).sum()) == 25 and g[0, -1, 0].abs().sum() == 0
+    with pytest.raises(ValueError, match="given frames"):
+        det(tokens, None)
+
+
+def test_options_and_the_target_it_needs():
+    with pytest.raises(ValueError, match="context_frames"):
+        VideoOptions(frames=4, context_frames=0, copy_window=2)
+    assert VideoDetokenizer(VideoOptions(frames=4, context_frames=2, copy_kernels=2), 8).m == 0  # off
+    cfg = load_config("video-digits", None, [*TINY, "modality_options.copy_window=3", "diffusion.pred=v"])
+    assert cfg.diffusion.pred == "v"
+    with pytest.raises(RinkitError, match=r"predicts x0 \(diffusion.pred=v\); set diffusion.pred=x0"):
+        build_model(cfg)
+    build_model(load_config("video-digits", None, [*TINY, "modality_options.copy_window=3", "diffusion.pred=x0"]))
+
+
+def test_training_and_sampling_feed_the_copy_the_same_given_frames():
+    """The loss's two passes and the sampler both call the detokenizer with the clean given
+    frames; its gradient reaches the copy's logits."""
+    cfg = load_config("video-digits", None, [*TINY, "modality_options.copy_window=2", "diffusion.pred=x0",
+                                             "diffusion.self_cond_rate=0.9"])
+    model, diff = build_model(cfg), build_diffusion(cfg)
+    seen = []
+    det = model.detokenizer
+    orig = det.copy
+    det.copy = lambda tokens, last: (seen.append(last.detach().clone()), orig(tokens, last))[1]  # noqa: E731
+    x = torch.rand(4, 8, 1, 16, 16) * 2 - 1
+    from rinkit_plugins.video import condition
+    target, ctx, _ = condition(x, modality_options(cfg))
+    loss = diff.loss(model, target, None, ctx)
+    loss.backward()
+    assert len(seen) == 2 and all(torch.equal(s, ctx[:, -1]) for s in seen)
+    assert det.copy_logits.weight.grad.abs().sum() > 0
+    seen.clear()
+    from rinkit.sampling import generate
+    generate(model.eval(), cfg, 2, None, 0, "cpu", context=ctx[:2])
+    assert len(seen) == cfg.sampler.steps and all(torch.equal(s, ctx[:2, -1]) for s in seen)
+
+
+@pytest.mark.parametrize("kernels", [0, 1])
+def test_a_gaussian_kernel_is_a_soft_argmax_around_its_centre(kernels):
+    """copy_shape gaussian: per kernel and frame a centre mu (in units of m/2 px) and a log-width;
+    the weight of displacement d is proportional to exp(-|d - mu|^2 / 2 s^2)."""
+    o = opts(copy_kernels=kernels, copy_shape="gaussian", copy_window=4)
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)
+    (tq, hq, wq), tp, m = det.grid, o.time_patch, 4
+    # at the start: a broad Gaussian (s = m / 2) at no displacement, whatever the tokens
+    tokens, ctx = torch.randn(2, tq * hq * wq, 16), torch.randn(2, 2, 2, 8, 12)
+    wts = {(dy, dx): math.exp(-(dy * dy + dx * dx) / (2 * (m / 2) ** 2)) for dy in range(-m, m + 1)
+           for dx in range(-m, m + 1)}
+    z = sum(wts.values())
+    want = sum(w / z * shifted(ctx[:, -1], dy, dx) for (dy, dx), w in wts.items())
+    torch.testing.assert_close(det(tokens, ctx), want[:, None].expand(-1, 4, -1, -1, -1))
+    # a chosen centre and width per frame: the bias alone (weights zero) sets them for every token
+    params = [(1.0, -1.0, math.log(0.25)), (0.3, 0.9, math.log(0.8))] * tq  # mu_y, mu_x in m/2 px; log s
+    with torch.no_grad():
+        det.copy_logits.bias.copy_(torch.tensor(params[:tp]).flatten())
+    out = det(tokens, ctx)
+    for f in range(4):
+        my, mx, ls = params[f % tp]
+        w = {(dy, dx): math.exp(-((dy - my * m / 2) ** 2 + (dx - mx * m / 2) ** 2) / (2 * math.exp(2 * ls)))
+             for dy in range(-m, m + 1) for dx in range(-m, m + 1)}
+        z = sum(w.values())
+        torch.testing.assert_close(out[:, f], sum(v / z * shifted(ctx[:, -1], dy, dx) for (dy, dx), v in w.items()))
+    assert torch.allclose(out[:, 0], shifted(ctx[:, -1], 2, -2), atol=1e-2)  # narrow at an integer: a shift
