@@ -123,20 +123,17 @@ def build_model(cfg: ConfigLike) -> Denoiser:
                write_context=m.write_context, conv_kernel_size=m.conv_kernel_size, conv_dims=conv_dims)
     estimate = EstimateEmbedding(make_tokenizer(), m.interface_dim) if r.cfg.diffusion.self_cond_x0 else None
     tokenizer = make_tokenizer()  # before the detokenizer: the order the init's random numbers are drawn in
-    try:
-        detokenizer = r.impl.make_detokenizer(r.options, m.interface_dim)
+    try:  # RinkitError here is the plugin's, or the engine's check of the detokenizer's signature
+        model = Denoiser(tokenizer, core, r.impl.make_detokenizer(r.options, m.interface_dim), estimate)
     except RinkitError as e:
         raise RinkitError(plugin_line(r.cfg.modality, e)) from None
     # a readout that builds its output from the data (a copy of the given frames, say) gives an
     # estimate of one kind; the diffusion must then train and sample that target
-    target = getattr(detokenizer, "output_target", None)
+    target = getattr(model.detokenizer, "output_target", None)
     if target is not None and target != r.cfg.diffusion.pred:
         raise RinkitError(f"the {r.cfg.modality} readout set by these modality_options predicts {target} "
                           f"(diffusion.pred={r.cfg.diffusion.pred}); set diffusion.pred={target}")
-    try:
-        return Denoiser(tokenizer, core, detokenizer, estimate)
-    except RinkitError as e:  # the engine's check of the detokenizer's signature
-        raise RinkitError(plugin_line(r.cfg.modality, e)) from None
+    return model
 
 
 def plugin_line(modality: str, message: Any) -> str:

@@ -141,8 +141,7 @@ class VideoDetokenizer(PatchUnembed):
         the displacements under each token's softmax (copy_kernels 0), or under the clip's
         kernels, mixed per token (copy_kernels > 0)."""
         (tq, hq, wq), (tp, p, _) = self.grid, self.patch_size
-        b, c, k = last.shape[0], last.shape[1], 2 * self.m + 1
-        t, n, w = tq * tp, b * hq * wq, p + 2 * self.m
+        b, c, k, t = last.shape[0], last.shape[1], 2 * self.m + 1, tq * tp
         normed = self.norm(tokens[:, :tq * hq * wq])
         # replicate: content that leaves the frame is continued by its border, not by black
         padded = F.pad(last, (self.m,) * 4, mode="replicate")
@@ -164,6 +163,7 @@ class VideoDetokenizer(PatchUnembed):
         # per token, a correlation of the (p + 2m)^2 window of the last given frame around its
         # patch with its t kernels a: one grouped conv (a group per token and channel), which
         # never builds the (2m+1)^2-fold unfolded frame (2-3x faster than unfold + bmm on this CPU)
+        n, w = b * hq * wq, p + 2 * self.m
         win = F.unfold(padded, w, stride=p)  # b (c w w) (i j)
         win = win.view(b, c, w, w, hq * wq).permute(0, 4, 1, 2, 3).reshape(1, n * c, w, w)
         kern = a.permute(0, 2, 3, 1, 4, 5).reshape(n, 1, t, k, k).expand(-1, c, -1, -1, -1)
