@@ -171,18 +171,18 @@ def test_training_and_sampling_feed_the_copy_the_same_given_frames():
     seen = []
     det = model.detokenizer
     orig = det.copy
-    det.copy = lambda tokens, last: (seen.append(last.detach().clone()), orig(tokens, last))[1]  # noqa: E731
+    det.copy = lambda tokens, given: (seen.append(given.detach().clone()), orig(tokens, given))[1]  # noqa: E731
     x = torch.rand(4, 8, 1, 16, 16) * 2 - 1
     from rinkit_plugins.video import condition
     target, ctx, _ = condition(x, modality_options(cfg))
     loss = diff.loss(model, target, None, ctx)
     loss.backward()
-    assert len(seen) == 2 and all(torch.equal(s, ctx[:, -1]) for s in seen)
+    assert len(seen) == 2 and all(torch.equal(s, ctx) for s in seen)
     assert det.copy_logits.weight.grad.abs().sum() > 0
     seen.clear()
     from rinkit.sampling import generate
     generate(model.eval(), cfg, 2, None, 0, "cpu", context=ctx[:2])
-    assert len(seen) == cfg.sampler.steps and all(torch.equal(s, ctx[:2, -1]) for s in seen)
+    assert len(seen) == cfg.sampler.steps and all(torch.equal(s, ctx[:2]) for s in seen)
 
 
 @pytest.mark.parametrize("kernels", [0, 1])
@@ -212,3 +212,65 @@ def test_a_gaussian_kernel_is_a_soft_argmax_around_its_centre(kernels):
         z = sum(w.values())
         torch.testing.assert_close(out[:, f], sum(v / z * shifted(ctx[:, -1], dy, dx) for (dy, dx), v in w.items()))
     assert torch.allclose(out[:, 0], shifted(ctx[:, -1], 2, -2), atol=1e-2)  # narrow at an integer: a shift
+
+
+def moving_blob(v, frames=6, size=16, seed=0):
+    """(1, frames, 1, size, size): a random blob on a constant background, moved by v px per frame."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((1, frames, 1, size, size), -1.0)
+    blob = torch.rand(5, 5, generator=g) * 2 - 1
+    for t in range(frames):
+        y0, x0 = 5 + v[0] * t, 5 + v[1] * t
+        x[0, t, 0, y0:y0 + 5, x0:x0 + 5] = blob
+    return x
+
+
+@pytest.mark.parametrize("v", [(1, -1), (0, 2), (-2, 1)])
+def test_the_cost_volume_peaks_at_the_last_displacement_of_the_given_frames(v):
+    det = VideoDetokenizer(opts(copy_motion=2, frame_size=16, channels=1), 16)
+    cv = det.cost_volume(moving_blob(v, frames=2))
+    assert cv.shape == (1, 25)
+    dy, dx = divmod(int(cv[0].argmax()), 5)
+    assert (dy - 2, dx - 2) == (-v[0], -v[1])  # the offset at which the earlier frame matches
+    assert 0.9 < float(cv.max()) <= 1.0 + 1e-6  # normalised: 1 for a perfect match
+
+
+@pytest.mark.parametrize("kernels", [0, 1])
+def test_the_cost_volume_can_extrapolate_the_motion_into_every_predicted_frame(kernels):
+    """A hand-set motion map (velocity offset delta -> displacement (f+1) * delta for predicted
+    frame f) makes the copy alone continue a constant motion: the copy reads the cost volume
+    per frame slot and frame, in the kernels' own layout."""
+    m, r = 4, 1
+    o = opts(frames=6, context_frames=2, frame_size=16, channels=1, copy_window=m, copy_kernels=kernels,
+             copy_motion=r)
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
+    k, w, (tq, tp) = 2 * m + 1, 2 * r + 1, (det.grid[0], o.time_patch)
+    per_slot = det.copy_logits.out_features
+    with torch.no_grad():
+        for slot in range(tq):
+            for fs in range(tp):
+                f = slot * tp + fs
+                for dy in range(-r, r + 1):
+                    for dx in range(-r, r + 1):
+                        row = slot * per_slot + fs * k * k + ((f + 1) * dy + m) * k + (f + 1) * dx + m
+                        det.copy_motion.weight[row, (dy + r) * w + dx + r] = 200.0
+    for v in [(1, -1), (0, 1), (-1, 0)]:
+        clip = moving_blob(v)
+        out = det(torch.randn(1, det.grid[0] * 16 + 16, 16), clip[:, :2])
+        torch.testing.assert_close(out, clip[:, 2:], atol=0.05, rtol=0)
+
+
+def test_motion_starts_silent_and_only_the_last_two_given_frames_reach_it():
+    o = opts(frames=7, context_frames=3, copy_motion=1)
+    det, plain = VideoDetokenizer(o, 16), VideoDetokenizer(opts(frames=7, context_frames=3), 16)
+    plain.load_state_dict(det.state_dict(), strict=False)
+    tokens, ctx = torch.randn(2, 40, 16), torch.randn(2, 3, 2, 8, 12, requires_grad=True)
+    torch.testing.assert_close(det(tokens, ctx), plain(tokens, ctx))  # zero-init: the s17 copy
+    torch.nn.init.normal_(det.copy_motion.weight)
+    g, = torch.autograd.grad(det(tokens, ctx).sum(), ctx)
+    assert g[:, -2].abs().sum() > 0 and g[:, 0].abs().sum() == 0
+    with pytest.raises(ValueError, match="copy_motion needs"):
+        VideoOptions(frames=6, context_frames=1, copy_window=2, copy_motion=1)
+    with pytest.raises(ValueError, match="copy_motion needs"):
+        VideoOptions(frames=6, context_frames=2, copy_motion=1)
