@@ -45,10 +45,11 @@ class VideoOptions(BaseModel):
     # A displacement distribution is free (a logit per displacement) or a Gaussian (a centre and
     # a width per kernel and frame: a soft argmax, whose centre a linear map of a velocity reaches).
     copy_shape: Literal["free", "gaussian"] = "free"
-    # Radius r (px) of a cost volume of the last two given frames (their normalised correlation at
-    # each displacement up to r, FlowNetC's correlation layer over the whole frame) that the copy
-    # kernels also read, so the clip's motion reaches them without the detour through the
-    # latents. Needs copy_window > 0 and two given frames. 0 = off.
+    # Radius r (px per frame of separation) of the cost volumes of the last given frame against
+    # each earlier one (their normalised correlation at each displacement up to j*r for j frames
+    # back: FlowNetC's correlation layer over the whole frame) that the copy kernels also read, so
+    # the clip's motion reaches them without the detour through the latents. Needs copy_window > 0
+    # and two given frames. 0 = off.
     copy_motion: int = Field(0, ge=0)
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
@@ -82,7 +83,7 @@ class VideoOptions(BaseModel):
             raise ValueError("copy_window needs context_frames > 0 (it copies from the last given frame)")
         if self.copy_motion and (not self.copy_window or self.context_frames < 2):
             raise ValueError("copy_motion needs copy_window > 0 and context_frames >= 2 (it correlates "
-                             "the last two given frames)")
+                             "the last given frame with the earlier ones)")
         if (self.context_window or self.context_concat_frames > 1) and not self.context_concat:
             raise ValueError("context_window and context_concat_frames need context_concat: true")
         if self.context_concat and self.context_concat_frames > self.context_frames:

@@ -107,9 +107,10 @@ class VideoDetokenizer(PatchUnembed):
             # per token (DNA-like) or per clip, pooled over each frame slot's tokens (CDNA); a
             # free distribution has a logit per displacement, a Gaussian a centre and a width
             self.copy_logits = nn.Linear(dim, tp * max(j, 1) * (k * k if self.shape == "free" else 3))
-            # the clip's motion as the kernels' second input: a linear map of the cost volume of
-            # the last two given frames (one logit set per frame slot, added to every token's)
-            self.copy_motion = nn.Linear((2 * self.r + 1) ** 2, grid[0] * self.copy_logits.out_features) if self.r else None
+            # the clip's motion as the kernels' second input: a linear map of the cost volumes of
+            # the given frames (one logit set per frame slot, added to every token's)
+            cv = sum((2 * j * self.r + 1) ** 2 for j in range(1, opts.context_frames))
+            self.copy_motion = nn.Linear(cv, grid[0] * self.copy_logits.out_features) if self.r else None
             # CDNA: each token's mix of the clip's j kernels
             self.copy_masks = nn.Linear(dim, tp * j) if j > 1 else None
             # zero: every displacement equally likely at the start (free), or a broad Gaussian at
@@ -124,18 +125,29 @@ class VideoDetokenizer(PatchUnembed):
                 d = torch.arange(-self.m, self.m + 1, dtype=torch.float32)
                 self.register_buffer("offsets", torch.cartesian_prod(d, d), persistent=False)  # (k*k, 2): dy, dx
 
+    # Adam moves each weight by about lr per step whatever its gradient's size, and a kernel peaked
+    # among (2m+1)^2 displacements needs logit gaps of ~10: the motion map's output is scaled so
+    # that it can get there within a short run (what CLIP's logit scale does for its softmax).
+    MOTION_GAIN = 10.0
+
     def cost_volume(self, context: torch.Tensor) -> torch.Tensor:
-        """(B, k, C, H, W) given frames -> (B, (2r+1)^2): the normalised cross-correlation of the
-        last given frame with the one before it moved by each displacement of at most r px, the
-        correlation layer of FlowNetC (Dosovitskiy et al. 2015) taken over the whole frame: its
-        peak is the clip's last displacement, which the kernels then extrapolate."""
-        r = self.r
-        a, b = (f - f.mean((-2, -1), keepdim=True) for f in (context[:, -1], context[:, -2]))
+        """(B, K, C, H, W) given frames -> (B, sum_j (2jr+1)^2): for each earlier given frame j
+        steps back, the normalised cross-correlation of the last given frame with it moved by each
+        displacement of at most j*r px: the correlation layer of FlowNetC (Dosovitskiy et al.
+        2015) taken over the whole frame. Its peaks are the clip's displacements over 1..K-1
+        frames; the longer baselines pin a sub-pixel speed down that one frame's rounded step
+        cannot (a 1.6 px/frame motion steps 2, 1, 2, ... px), and the kernels extrapolate them."""
+        a = context[:, -1] - context[:, -1].mean((-2, -1), keepdim=True)
         n, c, h, w = a.shape
-        corr = F.conv2d(F.pad(b, (r,) * 4).reshape(1, n * c, h + 2 * r, w + 2 * r),
-                        a.reshape(n * c, 1, h, w), groups=n * c).view(n, c, -1).sum(1)
-        norm = (a.pow(2).sum((1, 2, 3)) * b.pow(2).sum((1, 2, 3))).sqrt().clamp_min(1e-6)
-        return corr / norm[:, None]
+        out = []
+        for j in range(1, context.shape[1]):
+            r = j * self.r
+            b = context[:, -1 - j] - context[:, -1 - j].mean((-2, -1), keepdim=True)
+            corr = F.conv2d(F.pad(b, (r,) * 4).reshape(1, n * c, h + 2 * r, w + 2 * r),
+                            a.reshape(n * c, 1, h, w), groups=n * c).view(n, c, -1).sum(1)
+            norm = (a.pow(2).sum((1, 2, 3)) * b.pow(2).sum((1, 2, 3))).sqrt().clamp_min(1e-6)
+            out.append(corr / norm[:, None])
+        return torch.cat(out, 1)
 
     def kernel_logits(self, h: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
         """Features (..., D) -> (..., tp * J' * k * k) logits over the displacements. Gaussian: a
@@ -161,7 +173,9 @@ class VideoDetokenizer(PatchUnembed):
         (tq, hq, wq), (tp, p, _) = self.grid, self.patch_size
         last = context[:, -1]
         b, c, k, t = last.shape[0], last.shape[1], 2 * self.m + 1, tq * tp
-        motion = self.copy_motion(self.cost_volume(context)).view(b, tq, -1) if self.r else None
+        motion = None
+        if self.r:  # x MOTION_GAIN: see its comment
+            motion = self.MOTION_GAIN * self.copy_motion(self.cost_volume(context)).view(b, tq, -1)
         normed = self.norm(tokens[:, :tq * hq * wq])
         # replicate: content that leaves the frame is continued by its border, not by black
         padded = F.pad(last, (self.m,) * 4, mode="replicate")
