@@ -215,12 +215,12 @@ def test_a_gaussian_kernel_is_a_soft_argmax_around_its_centre(kernels):
 
 
 def moving_blob(v, frames=6, size=16, seed=0):
-    """(1, frames, 1, size, size): a random blob on a constant background, moved by v px per frame."""
+    """(1, frames, 1, size, size): a random 5x5 blob on a constant background, moved by v px per frame."""
     g = torch.Generator().manual_seed(seed)
     x = torch.full((1, frames, 1, size, size), -1.0)
     blob = torch.rand(5, 5, generator=g) * 2 - 1
     for t in range(frames):
-        y0, x0 = 5 + v[0] * t, 5 + v[1] * t
+        y0, x0 = ((size - 5) // 2 + v[i] * (t - (frames - 1) // 2) for i in (0, 1))  # centred over the clip
         x[0, t, 0, y0:y0 + 5, x0:x0 + 5] = blob
     return x
 
@@ -236,29 +236,36 @@ def test_the_cost_volume_peaks_at_the_last_displacement_of_the_given_frames(v):
 
 
 @pytest.mark.parametrize("kernels", [0, 1])
-def test_the_cost_volume_can_extrapolate_the_motion_into_every_predicted_frame(kernels):
-    """A hand-set motion map (velocity offset delta -> displacement (f+1) * delta for predicted
-    frame f) makes the copy alone continue a constant motion: the copy reads the cost volume
-    per frame slot and frame, in the kernels' own layout."""
-    m, r = 4, 1
+def test_the_measured_motion_can_be_extrapolated_into_every_predicted_frame(kernels):
+    """A hand-set motion map (a Gaussian kernel centred on (f + 1) times the displacement measured
+    one frame back, for predicted frame f) makes the copy alone continue a constant motion: the
+    copy reads the motion per frame slot and frame, in the kernels' own layout."""
+    m = 4
     o = opts(frames=6, context_frames=2, frame_size=16, channels=1, copy_window=m, copy_kernels=kernels,
-             copy_motion=r)
+             copy_motion=1, copy_shape="gaussian")
     det = VideoDetokenizer(o, 16)
     torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
-    k, w, (tq, tp) = 2 * m + 1, 2 * r + 1, (det.grid[0], o.time_patch)
-    per_slot = det.copy_logits.out_features
+    tq, tp, per_slot = det.grid[0], o.time_patch, det.copy_logits.out_features
     with torch.no_grad():
+        det.copy_logits.bias.view(-1, 3)[:, 2] = -2.0  # narrow: a peaked kernel
         for slot in range(tq):
             for fs in range(tp):
                 f = slot * tp + fs
-                for dy in range(-r, r + 1):
-                    for dx in range(-r, r + 1):
-                        row = slot * per_slot + fs * k * k + ((f + 1) * dy + m) * k + (f + 1) * dx + m
-                        det.copy_motion.weight[row, (dy + r) * w + dx + r] = 200.0
+                for comp in (0, 1):  # the centre's dy, dx (units of m/2 px) from the measured dy, dx
+                    det.copy_motion.weight[slot * per_slot + fs * 3 + comp, comp] = (f + 1) / (m / 2)
     for v in [(1, -1), (0, 1), (-1, 0)]:
         clip = moving_blob(v)
         out = det(torch.randn(1, det.grid[0] * 16 + 16, 16), clip[:, :2])
         torch.testing.assert_close(out, clip[:, 2:], atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("v", [(1, -2), (-2, 0), (0, 1)])
+def test_the_motion_features_are_each_earlier_frames_displacement_and_its_match(v):
+    det = VideoDetokenizer(opts(frames=8, context_frames=4, copy_motion=3, frame_size=32, channels=1), 16)
+    feats = det.motion_features(moving_blob(v, frames=4, size=32)).view(3, 3)
+    for j in range(3):  # j + 1 frames back: displaced by -(j + 1) v, a perfect match
+        torch.testing.assert_close(feats[j, :2], -(j + 1) * torch.tensor(v, dtype=torch.float32), atol=0.01, rtol=0)
+        assert feats[j, 2] > 0.95
 
 
 def test_each_earlier_given_frame_has_its_cost_volume_at_its_distance():

@@ -107,10 +107,11 @@ class VideoDetokenizer(PatchUnembed):
             # per token (DNA-like) or per clip, pooled over each frame slot's tokens (CDNA); a
             # free distribution has a logit per displacement, a Gaussian a centre and a width
             self.copy_logits = nn.Linear(dim, tp * max(j, 1) * (k * k if self.shape == "free" else 3))
-            # the clip's motion as the kernels' second input: a linear map of the cost volumes of
-            # the given frames (one logit set per frame slot, added to every token's)
-            cv = sum((2 * j * self.r + 1) ** 2 for j in range(1, opts.context_frames))
-            self.copy_motion = nn.Linear(cv, grid[0] * self.copy_logits.out_features) if self.r else None
+            # the clip's motion as the kernels' second input: a linear map of the displacements
+            # measured between the given frames (one set per frame slot, added to every token's)
+            # (no bias: copy_logits has one)
+            self.copy_motion = nn.Linear(3 * (opts.context_frames - 1), grid[0] * self.copy_logits.out_features,
+                                         bias=False) if self.r else None
             # CDNA: each token's mix of the clip's j kernels
             self.copy_masks = nn.Linear(dim, tp * j) if j > 1 else None
             # zero: every displacement equally likely at the start (free), or a broad Gaussian at
@@ -118,17 +119,13 @@ class VideoDetokenizer(PatchUnembed):
             for lin in (self.copy_logits, self.copy_masks, self.copy_motion):
                 if lin is not None:
                     nn.init.zeros_(lin.weight)
-                    nn.init.zeros_(lin.bias)
+                    if lin.bias is not None:
+                        nn.init.zeros_(lin.bias)
             if self.shape == "gaussian":
                 with torch.no_grad():
                     self.copy_logits.bias.view(-1, 3)[:, 2] = math.log(self.m / 2)
                 d = torch.arange(-self.m, self.m + 1, dtype=torch.float32)
                 self.register_buffer("offsets", torch.cartesian_prod(d, d), persistent=False)  # (k*k, 2): dy, dx
-
-    # Adam moves each weight by about lr per step whatever its gradient's size, and a kernel peaked
-    # among (2m+1)^2 displacements needs logit gaps of ~10: the motion map's output is scaled so
-    # that it can get there within a short run (what CLIP's logit scale does for its softmax).
-    MOTION_GAIN = 10.0
 
     def cost_volume(self, context: torch.Tensor) -> torch.Tensor:
         """(B, K, C, H, W) given frames -> (B, sum_j (2jr+1)^2): for each earlier given frame j
@@ -147,6 +144,31 @@ class VideoDetokenizer(PatchUnembed):
                             a.reshape(n * c, 1, h, w), groups=n * c).view(n, c, -1).sum(1)
             norm = (a.pow(2).sum((1, 2, 3)) * b.pow(2).sum((1, 2, 3))).sqrt().clamp_min(1e-6)
             out.append(corr / norm[:, None])
+        return torch.cat(out, 1)
+
+    def motion_features(self, context: torch.Tensor, beta: float = 10.0) -> torch.Tensor:
+        """(B, K, C, H, W) -> (B, 3 (K-1)): per earlier given frame, the displacement (dy, dx) in
+        px at which it best matches the last one (the cost volume's peak refined by a soft-argmax
+        over its 3x3 neighbourhood, as keypoint regressors do) and the peak's correlation (how much
+        to trust it). A displacement is a few numbers a linear map turns into a Gaussian kernel's
+        centre, (f + 1) / j times it for predicted frame f; the raw cost volume asked a softmax over
+        (2m+1)^2 logits to learn that mapping, which collapsed onto no motion (docs/video.md)."""
+        cvs, n = self.cost_volume(context), context.shape[0]
+        out, start = [], 0
+        for j in range(1, context.shape[1]):
+            r = j * self.r
+            w = 2 * r + 1
+            cv = cvs[:, start:start + w * w].view(n, w, w)
+            start += w * w
+            peak, idx = cv.flatten(1).max(1)
+            cy, cx = (idx // w).clamp(1, w - 2), (idx % w).clamp(1, w - 2)  # a full 3x3 inside
+            ar = torch.arange(-1, 2, device=cv.device)
+            ys, xs = cy[:, None] + ar, cx[:, None] + ar  # (n, 3)
+            nb = cv[torch.arange(n)[:, None, None], ys[:, :, None], xs[:, None, :]]  # (n, 3, 3)
+            a = (beta * (nb - peak[:, None, None])).flatten(1).softmax(1).view(n, 3, 3)
+            dy = (a.sum(2) * ys).sum(1) - r
+            dx = (a.sum(1) * xs).sum(1) - r
+            out.append(torch.stack([dy, dx, peak], 1))
         return torch.cat(out, 1)
 
     def kernel_logits(self, h: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
@@ -174,8 +196,8 @@ class VideoDetokenizer(PatchUnembed):
         last = context[:, -1]
         b, c, k, t = last.shape[0], last.shape[1], 2 * self.m + 1, tq * tp
         motion = None
-        if self.r:  # x MOTION_GAIN: see its comment
-            motion = self.MOTION_GAIN * self.copy_motion(self.cost_volume(context)).view(b, tq, -1)
+        if self.r:
+            motion = self.copy_motion(self.motion_features(context)).view(b, tq, -1)
         normed = self.norm(tokens[:, :tq * hq * wq])
         # replicate: content that leaves the frame is continued by its border, not by black
         padded = F.pad(last, (self.m,) * 4, mode="replicate")
