@@ -45,11 +45,12 @@ class VideoOptions(BaseModel):
     # A displacement distribution is free (a logit per displacement) or a Gaussian (a centre and
     # a width per kernel and frame: a soft argmax, whose centre a linear map of a velocity reaches).
     copy_shape: Literal["free", "gaussian"] = "free"
-    # Radius r (px per frame of separation) of the cost volumes of the last given frame against
-    # each earlier one (their normalised correlation at each displacement up to j*r for j frames
-    # back: FlowNetC's correlation layer over the whole frame) that the copy kernels also read, so
-    # the clip's motion reaches them without the detour through the latents. Needs copy_window > 0
-    # and two given frames. 0 = off.
+    # r > 0: the copy kernels also read the clip's measured motion, so it reaches them without the
+    # detour through the latents: per earlier given frame j steps back, the displacement at which
+    # it best matches the last one (the peak of their cost volume within j*r px, FlowNetC's
+    # correlation layer over the whole frame) and the match's correlation. Best with copy_shape
+    # gaussian (a centre is a linear map of a velocity). Needs copy_window > 0 and two given
+    # frames. 0 = off; it did not beat the default in s18's runs (docs/video.md).
     copy_motion: int = Field(0, ge=0)
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
