@@ -171,18 +171,18 @@ def test_training_and_sampling_feed_the_copy_the_same_given_frames():
     seen = []
     det = model.detokenizer
     orig = det.copy
-    det.copy = lambda tokens, last: (seen.append(last.detach().clone()), orig(tokens, last))[1]  # noqa: E731
+    det.copy = lambda tokens, given: (seen.append(given.detach().clone()), orig(tokens, given))[1]  # noqa: E731
     x = torch.rand(4, 8, 1, 16, 16) * 2 - 1
     from rinkit_plugins.video import condition
     target, ctx, _ = condition(x, modality_options(cfg))
     loss = diff.loss(model, target, None, ctx)
     loss.backward()
-    assert len(seen) == 2 and all(torch.equal(s, ctx[:, -1]) for s in seen)
+    assert len(seen) == 2 and all(torch.equal(s, ctx) for s in seen)
     assert det.copy_logits.weight.grad.abs().sum() > 0
     seen.clear()
     from rinkit.sampling import generate
     generate(model.eval(), cfg, 2, None, 0, "cpu", context=ctx[:2])
-    assert len(seen) == cfg.sampler.steps and all(torch.equal(s, ctx[:2, -1]) for s in seen)
+    assert len(seen) == cfg.sampler.steps and all(torch.equal(s, ctx[:2]) for s in seen)
 
 
 @pytest.mark.parametrize("kernels", [0, 1])
@@ -212,3 +212,80 @@ def test_a_gaussian_kernel_is_a_soft_argmax_around_its_centre(kernels):
         z = sum(w.values())
         torch.testing.assert_close(out[:, f], sum(v / z * shifted(ctx[:, -1], dy, dx) for (dy, dx), v in w.items()))
     assert torch.allclose(out[:, 0], shifted(ctx[:, -1], 2, -2), atol=1e-2)  # narrow at an integer: a shift
+
+
+def moving_blob(v, frames=6, size=16, seed=0):
+    """(1, frames, 1, size, size): a random 5x5 blob on a constant background, moved by v px per frame."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((1, frames, 1, size, size), -1.0)
+    blob = torch.rand(5, 5, generator=g) * 2 - 1
+    for t in range(frames):
+        y0, x0 = ((size - 5) // 2 + v[i] * (t - (frames - 1) // 2) for i in (0, 1))  # centred over the clip
+        x[0, t, 0, y0:y0 + 5, x0:x0 + 5] = blob
+    return x
+
+
+@pytest.mark.parametrize("v", [(1, -1), (0, 2), (-2, 1)])
+def test_the_cost_volume_peaks_at_the_last_displacement_of_the_given_frames(v):
+    det = VideoDetokenizer(opts(copy_motion=2, frame_size=16, channels=1), 16)
+    cv = det.cost_volume(moving_blob(v, frames=2))
+    assert cv.shape == (1, 25)
+    dy, dx = divmod(int(cv[0].argmax()), 5)
+    assert (dy - 2, dx - 2) == (-v[0], -v[1])  # the offset at which the earlier frame matches
+    assert 0.9 < float(cv.max()) <= 1.0 + 1e-6  # normalised: 1 for a perfect match
+
+
+@pytest.mark.parametrize("kernels", [0, 1])
+def test_the_measured_motion_can_be_extrapolated_into_every_predicted_frame(kernels):
+    """A hand-set motion map (a Gaussian kernel centred on (f + 1) times the displacement measured
+    one frame back, for predicted frame f) makes the copy alone continue a constant motion: the
+    copy reads the motion per frame slot and frame, in the kernels' own layout."""
+    m = 4
+    o = opts(frames=6, context_frames=2, frame_size=16, channels=1, copy_window=m, copy_kernels=kernels,
+             copy_motion=1, copy_shape="gaussian")
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
+    tq, tp, per_slot = det.grid[0], o.time_patch, det.copy_logits.out_features
+    with torch.no_grad():
+        det.copy_logits.bias.view(-1, 3)[:, 2] = -2.0  # narrow: a peaked kernel
+        for slot in range(tq):
+            for fs in range(tp):
+                f = slot * tp + fs
+                for comp in (0, 1):  # the centre's dy, dx (units of m/2 px) from the measured dy, dx
+                    det.copy_motion.weight[slot * per_slot + fs * 3 + comp, comp] = (f + 1) / (m / 2)
+    for v in [(1, -1), (0, 1), (-1, 0)]:
+        clip = moving_blob(v)
+        out = det(torch.randn(1, det.grid[0] * 16 + 16, 16), clip[:, :2])
+        torch.testing.assert_close(out, clip[:, 2:], atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("v", [(1, -2), (-2, 0), (0, 1)])
+def test_the_motion_features_are_each_earlier_frames_displacement_and_its_match(v):
+    det = VideoDetokenizer(opts(frames=8, context_frames=4, copy_motion=3, frame_size=32, channels=1), 16)
+    feats = det.motion_features(moving_blob(v, frames=4, size=32)).view(3, 3)
+    for j in range(3):  # j + 1 frames back: displaced by -(j + 1) v, a perfect match
+        torch.testing.assert_close(feats[j, :2], -(j + 1) * torch.tensor(v, dtype=torch.float32), atol=0.01, rtol=0)
+        assert feats[j, 2] > 0.95
+
+
+def test_each_earlier_given_frame_has_its_cost_volume_at_its_distance():
+    det = VideoDetokenizer(opts(frames=6, context_frames=3, copy_motion=1, frame_size=16, channels=1), 16)
+    cv = det.cost_volume(moving_blob((1, 0), frames=3))
+    assert cv.shape == (1, 9 + 25)  # radius 1 one frame back, 2 two frames back
+    assert divmod(int(cv[0, :9].argmax()), 3) == (0, 1)  # offset (-1, 0)
+    assert divmod(int(cv[0, 9:].argmax()), 5) == (0, 2)  # offset (-2, 0): two frames' motion
+
+
+def test_motion_starts_silent_and_every_given_frame_reaches_it():
+    o = opts(frames=7, context_frames=3, copy_motion=1)
+    det, plain = VideoDetokenizer(o, 16), VideoDetokenizer(opts(frames=7, context_frames=3), 16)
+    plain.load_state_dict(det.state_dict(), strict=False)
+    tokens, ctx = torch.randn(2, 40, 16), torch.randn(2, 3, 2, 8, 12, requires_grad=True)
+    torch.testing.assert_close(det(tokens, ctx), plain(tokens, ctx))  # zero-init: the s17 copy
+    torch.nn.init.normal_(det.copy_motion.weight)
+    g, = torch.autograd.grad(det(tokens, ctx).sum(), ctx)
+    assert all(g[:, i].abs().sum() > 0 for i in range(3))
+    with pytest.raises(ValueError, match="copy_motion needs"):
+        VideoOptions(frames=6, context_frames=1, copy_window=2, copy_motion=1)
+    with pytest.raises(ValueError, match="copy_motion needs"):
+        VideoOptions(frames=6, context_frames=2, copy_motion=1)

@@ -45,6 +45,13 @@ class VideoOptions(BaseModel):
     # A displacement distribution is free (a logit per displacement) or a Gaussian (a centre and
     # a width per kernel and frame: a soft argmax, whose centre a linear map of a velocity reaches).
     copy_shape: Literal["free", "gaussian"] = "free"
+    # r > 0: the copy kernels also read the clip's measured motion, so it reaches them without the
+    # detour through the latents: per earlier given frame j steps back, the displacement at which
+    # it best matches the last one (the peak of their cost volume within j*r px, FlowNetC's
+    # correlation layer over the whole frame) and the match's correlation. Best with copy_shape
+    # gaussian (a centre is a linear map of a velocity). Needs copy_window > 0 and two given
+    # frames. 0 = off; it did not beat the default in s18's runs (docs/video.md).
+    copy_motion: int = Field(0, ge=0)
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
     digit_size: int | None = Field(None, ge=2)  # moving digits: digit side (None = half the canvas)
@@ -75,6 +82,9 @@ class VideoOptions(BaseModel):
             raise ValueError("context_concat needs context_frames > 0 (there is no given frame to concatenate)")
         if self.copy_window and self.context_frames == 0:
             raise ValueError("copy_window needs context_frames > 0 (it copies from the last given frame)")
+        if self.copy_motion and (not self.copy_window or self.context_frames < 2):
+            raise ValueError("copy_motion needs copy_window > 0 and context_frames >= 2 (it correlates "
+                             "the last given frame with the earlier ones)")
         if (self.context_window or self.context_concat_frames > 1) and not self.context_concat:
             raise ValueError("context_window and context_concat_frames need context_concat: true")
         if self.context_concat and self.context_concat_frames > self.context_frames:

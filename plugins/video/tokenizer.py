@@ -100,34 +100,86 @@ class VideoDetokenizer(PatchUnembed):
         grid = (math.ceil(frames / opts.time_patch), opts.size[0] // p, opts.size[1] // p)
         super().__init__(opts.channels, dim, (opts.time_patch, p, p), grid)
         self.frames, self.m, self.kernels = frames, opts.copy_window, opts.copy_kernels
-        self.shape = opts.copy_shape
+        self.shape, self.r = opts.copy_shape, opts.copy_motion
         if self.m:
             self.output_target = "x0"
             k, tp, j = 2 * self.m + 1, opts.time_patch, self.kernels
             # per token (DNA-like) or per clip, pooled over each frame slot's tokens (CDNA); a
             # free distribution has a logit per displacement, a Gaussian a centre and a width
             self.copy_logits = nn.Linear(dim, tp * max(j, 1) * (k * k if self.shape == "free" else 3))
+            # the clip's motion as the kernels' second input: a linear map of the displacements
+            # measured between the given frames (one set per frame slot, added to every token's)
+            # (no bias: copy_logits has one)
+            self.copy_motion = nn.Linear(3 * (opts.context_frames - 1), grid[0] * self.copy_logits.out_features,
+                                         bias=False) if self.r else None
             # CDNA: each token's mix of the clip's j kernels
             self.copy_masks = nn.Linear(dim, tp * j) if j > 1 else None
             # zero: every displacement equally likely at the start (free), or a broad Gaussian at
             # no displacement, so each displacement's gradient is informative
-            for lin in (self.copy_logits, self.copy_masks):
+            for lin in (self.copy_logits, self.copy_masks, self.copy_motion):
                 if lin is not None:
                     nn.init.zeros_(lin.weight)
-                    nn.init.zeros_(lin.bias)
+                    if lin.bias is not None:
+                        nn.init.zeros_(lin.bias)
             if self.shape == "gaussian":
                 with torch.no_grad():
                     self.copy_logits.bias.view(-1, 3)[:, 2] = math.log(self.m / 2)
                 d = torch.arange(-self.m, self.m + 1, dtype=torch.float32)
                 self.register_buffer("offsets", torch.cartesian_prod(d, d), persistent=False)  # (k*k, 2): dy, dx
 
-    def kernel_logits(self, h: torch.Tensor) -> torch.Tensor:
+    def cost_volume(self, context: torch.Tensor) -> torch.Tensor:
+        """(B, K, C, H, W) given frames -> (B, sum_j (2jr+1)^2): for each earlier given frame j
+        steps back, the normalised cross-correlation of the last given frame with it moved by each
+        displacement of at most j*r px: the correlation layer of FlowNetC (Dosovitskiy et al.
+        2015) taken over the whole frame. Its peaks are the clip's displacements over 1..K-1
+        frames; the longer baselines pin a sub-pixel speed down that one frame's rounded step
+        cannot (a 1.6 px/frame motion steps 2, 1, 2, ... px), and the kernels extrapolate them."""
+        a = context[:, -1] - context[:, -1].mean((-2, -1), keepdim=True)
+        n, c, h, w = a.shape
+        out = []
+        for j in range(1, context.shape[1]):
+            r = j * self.r
+            b = context[:, -1 - j] - context[:, -1 - j].mean((-2, -1), keepdim=True)
+            corr = F.conv2d(F.pad(b, (r,) * 4).reshape(1, n * c, h + 2 * r, w + 2 * r),
+                            a.reshape(n * c, 1, h, w), groups=n * c).view(n, c, -1).sum(1)
+            norm = (a.pow(2).sum((1, 2, 3)) * b.pow(2).sum((1, 2, 3))).sqrt().clamp_min(1e-6)
+            out.append(corr / norm[:, None])
+        return torch.cat(out, 1)
+
+    def motion_features(self, context: torch.Tensor, beta: float = 10.0) -> torch.Tensor:
+        """(B, K, C, H, W) -> (B, 3 (K-1)): per earlier given frame, the displacement (dy, dx) in
+        px at which it best matches the last one (the cost volume's peak refined by a soft-argmax
+        over its 3x3 neighbourhood, as keypoint regressors do) and the peak's correlation (how much
+        to trust it). A displacement is a few numbers a linear map turns into a Gaussian kernel's
+        centre, (f + 1) / j times it for predicted frame f; the raw cost volume asked a softmax over
+        (2m+1)^2 logits to learn that mapping, which collapsed onto no motion (docs/video.md)."""
+        cvs, n = self.cost_volume(context), context.shape[0]
+        out, start = [], 0
+        for j in range(1, context.shape[1]):
+            r = j * self.r
+            w = 2 * r + 1
+            cv = cvs[:, start:start + w * w].view(n, w, w)
+            start += w * w
+            peak, idx = cv.flatten(1).max(1)
+            cy, cx = (idx // w).clamp(1, w - 2), (idx % w).clamp(1, w - 2)  # a full 3x3 inside
+            ar = torch.arange(-1, 2, device=cv.device)
+            ys, xs = cy[:, None] + ar, cx[:, None] + ar  # (n, 3)
+            nb = cv[torch.arange(n)[:, None, None], ys[:, :, None], xs[:, None, :]]  # (n, 3, 3)
+            a = (beta * (nb - peak[:, None, None])).flatten(1).softmax(1).view(n, 3, 3)
+            dy = (a.sum(2) * ys).sum(1) - r
+            dx = (a.sum(1) * xs).sum(1) - r
+            out.append(torch.stack([dy, dx, peak], 1))
+        return torch.cat(out, 1)
+
+    def kernel_logits(self, h: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
         """Features (..., D) -> (..., tp * J' * k * k) logits over the displacements. Gaussian: a
         centre in units of m / 2 px (a linear map of the features can then follow a velocity
         times the frame's distance) and a log-width, so the logit of d is -|d - mu|^2 / 2 s^2:
         a soft argmax whose pull reaches as far as the width (a free logit's gradient is scaled
         by the weight the softmax already gives it)."""
         out = self.copy_logits(h)
+        if motion is not None:  # (B, T', ...): the slot's motion logits, shared by its tokens
+            out = out + motion.view(motion.shape[0], motion.shape[1], *(1,) * (out.dim() - 3), -1)
         if self.shape == "free":
             return out
         q = out.view(*out.shape[:-1], -1, 3)
@@ -135,13 +187,17 @@ class VideoDetokenizer(PatchUnembed):
         dist2 = ((self.offsets - mu[..., None, :]) ** 2).sum(-1)  # (..., tp * J', k * k)
         return (-dist2 / (2 * torch.exp(2 * log_s))[..., None]).flatten(-2)
 
-    def copy(self, tokens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) interface tokens (predicted first), (B, C, H, W) last given frame ->
+    def copy(self, tokens: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) interface tokens (predicted first), (B, k, C, H, W) given frames ->
         (B, T', C, H, W) with T' the padded predicted frames: the last given frame averaged over
         the displacements under each token's softmax (copy_kernels 0), or under the clip's
         kernels, mixed per token (copy_kernels > 0)."""
         (tq, hq, wq), (tp, p, _) = self.grid, self.patch_size
+        last = context[:, -1]
         b, c, k, t = last.shape[0], last.shape[1], 2 * self.m + 1, tq * tp
+        motion = None
+        if self.r:
+            motion = self.copy_motion(self.motion_features(context)).view(b, tq, -1)
         normed = self.norm(tokens[:, :tq * hq * wq])
         # replicate: content that leaves the frame is continued by its border, not by black
         padded = F.pad(last, (self.m,) * 4, mode="replicate")
@@ -149,7 +205,7 @@ class VideoDetokenizer(PatchUnembed):
             j = self.kernels
             # the mean of the slot's token logits, taken before the linear map (the same numbers,
             # hq * wq times fewer products)
-            a = self.kernel_logits(normed.view(b, tq, hq * wq, -1).mean(2)).view(b, tq, tp, j, k * k).softmax(-1)
+            a = self.kernel_logits(normed.view(b, tq, hq * wq, -1).mean(2), motion).view(b, tq, tp, j, k * k).softmax(-1)
             kern = a.reshape(b, 1, t * j, k, k).expand(-1, c, -1, -1, -1).reshape(b * c * t * j, 1, k, k)
             out = F.conv2d(padded.reshape(1, b * c, *padded.shape[-2:]), kern, groups=b * c)
             out = out.view(b, c, t, j, hq * p, wq * p)
@@ -159,7 +215,7 @@ class VideoDetokenizer(PatchUnembed):
             mask = mask.permute(0, 1, 4, 5, 2, 3).reshape(b, 1, t, j, hq, 1, wq, 1)
             out = (out.view(b, c, t, j, hq, p, wq, p) * mask).sum(3)
             return out.reshape(b, c, t, hq * p, wq * p).transpose(1, 2)
-        a = self.kernel_logits(normed).view(b, tq, hq, wq, tp, k * k).softmax(-1)
+        a = self.kernel_logits(normed.view(b, tq, hq, wq, -1), motion).view(b, tq, hq, wq, tp, k * k).softmax(-1)
         # per token, a correlation of the (p + 2m)^2 window of the last given frame around its
         # patch with its t kernels a: one grouped conv (a group per token and channel), which
         # never builds the (2m+1)^2-fold unfolded frame (2-3x faster than unfold + bmm on this CPU)
@@ -176,5 +232,5 @@ class VideoDetokenizer(PatchUnembed):
         if self.m:
             if context is None:
                 raise ValueError("copy_window copies from the given frames but no context was passed")
-            x = x + self.copy(tokens, context[:, -1].to(x.dtype))
+            x = x + self.copy(tokens, context.to(x.dtype))
         return x[:, :self.frames]
