@@ -127,24 +127,26 @@ class VideoDetokenizer(PatchUnembed):
                 d = torch.arange(-self.m, self.m + 1, dtype=torch.float32)
                 self.register_buffer("offsets", torch.cartesian_prod(d, d), persistent=False)  # (k*k, 2): dy, dx
 
-    def cost_volume(self, context: torch.Tensor) -> torch.Tensor:
-        """(B, K, C, H, W) given frames -> (B, sum_j (2jr+1)^2): for each earlier given frame j
-        steps back, the normalised cross-correlation of the last given frame with it moved by each
-        displacement of at most j*r px: the correlation layer of FlowNetC (Dosovitskiy et al.
-        2015) taken over the whole frame. Its peaks are the clip's displacements over 1..K-1
-        frames; the longer baselines pin a sub-pixel speed down that one frame's rounded step
-        cannot (a 1.6 px/frame motion steps 2, 1, 2, ... px), and the kernels extrapolate them."""
+    def pair_volumes(self, context: torch.Tensor):
+        """(B, K, C, H, W) given frames -> for each earlier given frame j steps back (j = 1..K-1),
+        (j*r, its (B, 2jr+1, 2jr+1) volume): the normalised cross-correlation of the last given
+        frame with it moved by each displacement of at most j*r px, the correlation layer of
+        FlowNetC (Dosovitskiy et al. 2015) taken over the whole frame. Its peaks are the clip's
+        displacements over 1..K-1 frames; the longer baselines pin a sub-pixel speed down that
+        one frame's rounded step cannot (a 1.6 px/frame motion steps 2, 1, 2, ... px)."""
         a = context[:, -1] - context[:, -1].mean((-2, -1), keepdim=True)
         n, c, h, w = a.shape
-        out = []
+        a_sq = a.pow(2).sum((1, 2, 3))
         for j in range(1, context.shape[1]):
             r = j * self.r
             b = context[:, -1 - j] - context[:, -1 - j].mean((-2, -1), keepdim=True)
             corr = F.conv2d(F.pad(b, (r,) * 4).reshape(1, n * c, h + 2 * r, w + 2 * r),
-                            a.reshape(n * c, 1, h, w), groups=n * c).view(n, c, -1).sum(1)
-            norm = (a.pow(2).sum((1, 2, 3)) * b.pow(2).sum((1, 2, 3))).sqrt().clamp_min(1e-6)
-            out.append(corr / norm[:, None])
-        return torch.cat(out, 1)
+                            a.reshape(n * c, 1, h, w), groups=n * c).view(n, c, 2 * r + 1, 2 * r + 1).sum(1)
+            yield r, corr / (a_sq * b.pow(2).sum((1, 2, 3))).sqrt().clamp_min(1e-6)[:, None, None]
+
+    def cost_volume(self, context: torch.Tensor) -> torch.Tensor:
+        """(B, K, C, H, W) -> (B, sum_j (2jr+1)^2): every pair's volume, flattened (pair_volumes)."""
+        return torch.cat([v.flatten(1) for _, v in self.pair_volumes(context)], 1)
 
     def motion_features(self, context: torch.Tensor, beta: float = 10.0) -> torch.Tensor:
         """(B, K, C, H, W) -> (B, 3 (K-1)): per earlier given frame, the displacement (dy, dx) in
@@ -153,16 +155,12 @@ class VideoDetokenizer(PatchUnembed):
         to trust it). A displacement is a few numbers a linear map turns into a Gaussian kernel's
         centre, (f + 1) / j times it for predicted frame f; the raw cost volume asked a softmax over
         (2m+1)^2 logits to learn that mapping, which collapsed onto no motion (docs/video.md)."""
-        cvs, n = self.cost_volume(context), context.shape[0]
-        out, start = [], 0
-        for j in range(1, context.shape[1]):
-            r = j * self.r
+        n, out = context.shape[0], []
+        ar = torch.arange(-1, 2, device=context.device)
+        for r, cv in self.pair_volumes(context):
             w = 2 * r + 1
-            cv = cvs[:, start:start + w * w].view(n, w, w)
-            start += w * w
             peak, idx = cv.flatten(1).max(1)
             cy, cx = (idx // w).clamp(1, w - 2), (idx % w).clamp(1, w - 2)  # a full 3x3 inside
-            ar = torch.arange(-1, 2, device=cv.device)
             ys, xs = cy[:, None] + ar, cx[:, None] + ar  # (n, 3)
             nb = cv[torch.arange(n)[:, None, None], ys[:, :, None], xs[:, None, :]]  # (n, 3, 3)
             a = (beta * (nb - peak[:, None, None])).flatten(1).softmax(1).view(n, 3, 3)
