@@ -289,3 +289,86 @@ def test_motion_starts_silent_and_every_given_frame_reaches_it():
         VideoOptions(frames=6, context_frames=1, copy_window=2, copy_motion=1)
     with pytest.raises(ValueError, match="copy_motion needs"):
         VideoOptions(frames=6, context_frames=2, copy_motion=1)
+
+
+# -- constant-velocity extrapolation (copy_extrapolate, context_extrapolate; s19) ----------------
+
+@pytest.mark.parametrize("v", [(1, -2), (-2, 0), (0, 1)])
+def test_the_last_step_is_the_clips_velocity(v):
+    from rinkit_plugins.video.tokenizer import last_step
+    torch.testing.assert_close(last_step(moving_blob(v, frames=4, size=32), 3)[0],
+                               torch.tensor(v, dtype=torch.float32), atol=0.01, rtol=0)
+
+
+def test_shift_frames_moves_a_frame_by_each_displacement():
+    from rinkit_plugins.video.tokenizer import shift_frames
+    frame = torch.randn(2, 3, 9, 11)
+    disp = torch.tensor([[[0.0, 0.0], [1.0, -2.0]], [[-3.0, 1.0], [2.0, 2.0]]])
+    out = shift_frames(frame, disp)
+    assert out.shape == (2, 2, 3, 9, 11)
+    for b in range(2):
+        for t in range(2):
+            dy, dx = (int(d) for d in disp[b, t])
+            # content moved by (dy, dx): out(y, x) = frame(y - dy, x - dx), borders replicated
+            torch.testing.assert_close(out[b, t], shifted(frame[b:b + 1], -dy, -dx)[0])
+    half = shift_frames(frame, torch.full((2, 1, 2), 0.5))[:, 0]  # bilinear between the neighbours
+    torch.testing.assert_close(half[..., 1:, 1:], (frame[..., :-1, :-1] + frame[..., 1:, :-1]
+                                                   + frame[..., :-1, 1:] + frame[..., 1:, 1:])[..., :, :] / 4)
+
+
+@pytest.mark.parametrize("kernels", [0, 1])
+def test_an_extrapolating_copy_continues_a_constant_motion_from_the_start(kernels):
+    """copy_extrapolate: at initialisation, whatever the tokens, the copy alone is the last given
+    frame moved (f + 1) steps for predicted frame f, in every frame of every slot."""
+    o = opts(frames=8, context_frames=3, frame_size=24, channels=1, copy_window=10, copy_kernels=kernels,
+             copy_motion=3, copy_shape="gaussian", copy_extrapolate=True)
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
+    for v in [(1, -1), (0, 2), (-1, 0)]:
+        clip = moving_blob(v, frames=8, size=24)
+        out = det(torch.randn(1, det.grid[0] * 36 + 72, 16), clip[:, :3])
+        # a 0.35-px Gaussian leaves 6 % of the weight on the four neighbours of the centre
+        torch.testing.assert_close(out, clip[:, 3:], atol=0.1, rtol=0)
+        assert (out - clip[:, 3:]).abs().mean() < 0.005
+
+
+def test_the_extrapolated_centre_stays_learnable():
+    o = opts(frames=6, context_frames=2, frame_size=16, channels=1, copy_window=4, copy_kernels=1,
+             copy_motion=1, copy_shape="gaussian", copy_extrapolate=True)
+    det = VideoDetokenizer(o, 16)
+    clip = moving_blob((1, 0))
+    loss = (det(torch.randn(1, 40, 16), clip[:, :2]) - clip[:, 2:].roll(1, -1)).pow(2).sum()
+    loss.backward()
+    centre_grad = det.copy_logits.bias.grad.view(-1, 3)[:, :2]
+    assert centre_grad.abs().sum() > 0 and det.copy_motion.weight.grad.abs().sum() > 0
+
+
+def test_extrapolated_stem_input_is_the_future_frame_under_constant_motion():
+    """context_extrapolate: predicted frame f's stem sees the last given frame moved (f + 1)
+    steps, i.e. for a constant motion the frame it has to predict: its tokens equal those of a
+    stem that is handed the true future frame in the concatenated channels."""
+    from rinkit_plugins.video.tokenizer import VideoTokenizer
+    o = VideoOptions(frames=6, context_frames=2, frame_size=16, channels=1, patch_size=4, time_patch=1,
+                     context_concat=True, context_extrapolate=2)
+    tok = VideoTokenizer(o, 8)
+    clip = moving_blob((1, -1))
+    x = torch.randn(1, 4, 1, 16, 16)
+    tokens, _ = tok(x, clip[:, :2])
+    truth = tok.embed_frames(x, clip[:, 2:]) + tok.pos()[2 * 16:]
+    # (the measured step is within 0.001 px of v: the frame border breaks the match's symmetry)
+    torch.testing.assert_close(tokens[:, :4 * 16], truth, atol=0.05, rtol=0)
+    plain = VideoTokenizer(VideoOptions(**{**o.model_dump(), "context_extrapolate": 0}), 8)
+    plain.load_state_dict(tok.state_dict())
+    assert not torch.allclose(plain(x, clip[:, :2])[0][:, :4 * 16], truth, atol=1e-3)
+    torch.testing.assert_close(plain(x, clip[:, :2])[0][:, 4 * 16:], tokens[:, 4 * 16:])  # given frames as before
+
+
+def test_extrapolation_options_are_validated():
+    with pytest.raises(ValueError, match="copy_extrapolate needs"):
+        VideoOptions(frames=6, context_frames=2, copy_window=2, copy_shape="gaussian", copy_extrapolate=True)
+    with pytest.raises(ValueError, match="copy_extrapolate needs"):
+        VideoOptions(frames=6, context_frames=2, copy_window=2, copy_motion=1, copy_extrapolate=True)
+    with pytest.raises(ValueError, match="context_extrapolate needs"):
+        VideoOptions(frames=6, context_frames=2, context_extrapolate=2)
+    with pytest.raises(ValueError, match="context_extrapolate needs"):
+        VideoOptions(frames=6, context_frames=1, context_concat=True, context_extrapolate=2)
