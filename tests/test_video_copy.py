@@ -319,13 +319,14 @@ def test_shift_frames_moves_a_frame_by_each_displacement():
 @pytest.mark.parametrize("kernels", [0, 1])
 def test_an_extrapolating_copy_continues_a_constant_motion_from_the_start(kernels):
     """copy_extrapolate: at initialisation, whatever the tokens, the copy alone is the last given
-    frame moved (f + 1) steps for predicted frame f, in every frame of every slot."""
-    o = opts(frames=8, context_frames=3, frame_size=24, channels=1, copy_window=10, copy_kernels=kernels,
+    frame moved (f + 1) steps for predicted frame f, in every frame of every slot, also where that
+    is farther than the kernels' window (10 px against 2 here: the source is moved, not the kernel)."""
+    o = opts(frames=8, context_frames=3, frame_size=24, channels=2, copy_window=2, copy_kernels=kernels,
              copy_motion=3, copy_shape="gaussian", copy_extrapolate=True)
     det = VideoDetokenizer(o, 16)
     torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
-    for v in [(1, -1), (0, 2), (-1, 0)]:
-        clip = moving_blob(v, frames=8, size=24)
+    for v in [(1, -1), (0, 2), (-1, 0)]:  # two channels, each its own blob
+        clip = torch.cat([moving_blob(v, frames=8, size=24), moving_blob(v, frames=8, size=24, seed=1)], 2)
         out = det(torch.randn(1, det.grid[0] * 36 + 72, 16), clip[:, :3])
         # a 0.35-px Gaussian leaves 6 % of the weight on the four neighbours of the centre
         torch.testing.assert_close(out, clip[:, 3:], atol=0.1, rtol=0)

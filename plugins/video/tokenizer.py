@@ -213,14 +213,12 @@ class VideoDetokenizer(PatchUnembed):
     def motion_features(self, context: torch.Tensor, beta: float = 10.0) -> torch.Tensor:
         return motion_features(context, self.r, beta)
 
-    def kernel_logits(self, h: torch.Tensor, motion: torch.Tensor | None = None,
-                      base: torch.Tensor | None = None) -> torch.Tensor:
+    def kernel_logits(self, h: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
         """Features (..., D) -> (..., tp * J' * k * k) logits over the displacements. Gaussian: a
         centre in units of m / 2 px (a linear map of the features can then follow a velocity
         times the frame's distance) and a log-width, so the logit of d is -|d - mu|^2 / 2 s^2:
         a soft argmax whose pull reaches as far as the width (a free logit's gradient is scaled
-        by the weight the softmax already gives it). `base` (B, T', tp * J', 2), px: a centre the
-        learned one is added to (copy_extrapolate)."""
+        by the weight the softmax already gives it)."""
         out = self.copy_logits(h)
         if motion is not None:  # (B, T', ...): the slot's motion logits, shared by its tokens
             out = out + motion.view(motion.shape[0], motion.shape[1], *(1,) * (out.dim() - 3), -1)
@@ -228,8 +226,6 @@ class VideoDetokenizer(PatchUnembed):
             return out
         q = out.view(*out.shape[:-1], -1, 3)
         mu, log_s = q[..., :2] * (self.m / 2), q[..., 2].clamp(-2.0, math.log(2 * self.m))
-        if base is not None:
-            mu = mu + base.view(base.shape[0], base.shape[1], *(1,) * (mu.dim() - 4), *base.shape[2:])
         dist2 = ((self.offsets - mu[..., None, :]) ** 2).sum(-1)  # (..., tp * J', k * k)
         return (-dist2 / (2 * torch.exp(2 * log_s))[..., None]).flatten(-2)
 
@@ -237,48 +233,51 @@ class VideoDetokenizer(PatchUnembed):
         """(B, N, D) interface tokens (predicted first), (B, k, C, H, W) given frames ->
         (B, T', C, H, W) with T' the padded predicted frames: the last given frame averaged over
         the displacements under each token's softmax (copy_kernels 0), or under the clip's
-        kernels, mixed per token (copy_kernels > 0)."""
+        kernels, mixed per token (copy_kernels > 0). With copy_extrapolate each predicted frame
+        copies from the last given frame already moved on at its last measured step, so the
+        kernels (within m px) learn the correction, not the motion."""
         (tq, hq, wq), (tp, p, _) = self.grid, self.patch_size
         last = context[:, -1]
         b, c, k, t = last.shape[0], last.shape[1], 2 * self.m + 1, tq * tp
-        motion = base = None
+        motion = None
         if self.r:
             motion = self.copy_motion(self.motion_features(context)).view(b, tq, -1)
+        # the source of each predicted frame: the last given frame (one for all), or where a
+        # constant motion puts it in that frame, (f + 1) steps on (b, t, c, H, W)
+        src, s = last, 1
         if self.extrapolate:
-            # predicted frame f starts centred where a constant motion puts the last given frame:
-            # the kernel offset that moves content by (f + 1) v is -(f + 1) v
             f = torch.arange(1, t + 1, device=last.device, dtype=last.dtype)
-            base = -f[None, :, None] * last_step(context, self.r).to(last.dtype)[:, None]  # (b, t, 2)
-            j = max(self.kernels, 1)
-            base = base.view(b, tq, tp, 1, 2).expand(-1, -1, -1, j, -1).reshape(b, tq, tp * j, 2)
+            src, s = shift_frames(last, f[None, :, None] * last_step(context, self.r).to(last.dtype)[:, None]), t
         normed = self.norm(tokens[:, :tq * hq * wq])
         # replicate: content that leaves the frame is continued by its border, not by black
-        padded = F.pad(last, (self.m,) * 4, mode="replicate")
-        if self.kernels:  # the clip's kernels: one conv of the whole frame per kernel
+        padded = F.pad(src.reshape(b * s, c, *last.shape[-2:]), (self.m,) * 4, mode="replicate")
+        if self.kernels:  # the clip's kernels: one conv of each source frame per kernel
             j = self.kernels
             # the mean of the slot's token logits, taken before the linear map (the same numbers,
             # hq * wq times fewer products)
-            a = self.kernel_logits(normed.view(b, tq, hq * wq, -1).mean(2), motion, base)
+            a = self.kernel_logits(normed.view(b, tq, hq * wq, -1).mean(2), motion)
             a = a.view(b, tq, tp, j, k * k).softmax(-1)
-            kern = a.reshape(b, 1, t * j, k, k).expand(-1, c, -1, -1, -1).reshape(b * c * t * j, 1, k, k)
-            out = F.conv2d(padded.reshape(1, b * c, *padded.shape[-2:]), kern, groups=b * c)
-            out = out.view(b, c, t, j, hq * p, wq * p)
+            # groups: (b, c) with t * j kernels each, or (b, t, c) with j each for per-frame sources
+            kern = a.reshape(b, t // s, s, 1, j, k, k).expand(-1, -1, -1, c, -1, -1, -1)
+            kern = kern.permute(0, 2, 3, 1, 4, 5, 6).reshape(b * s * c * (t // s) * j, 1, k, k)
+            out = F.conv2d(padded.reshape(1, b * s * c, *padded.shape[-2:]), kern, groups=b * s * c)
+            out = out.view(b, s, c, t // s, j, hq * p, wq * p).transpose(1, 2).reshape(b, c, t, j, hq * p, wq * p)
             if j == 1:
                 return out[:, :, :, 0].transpose(1, 2)
             mask = self.copy_masks(normed).view(b, tq, hq, wq, tp, j).softmax(-1)
             mask = mask.permute(0, 1, 4, 5, 2, 3).reshape(b, 1, t, j, hq, 1, wq, 1)
             out = (out.view(b, c, t, j, hq, p, wq, p) * mask).sum(3)
             return out.reshape(b, c, t, hq * p, wq * p).transpose(1, 2)
-        a = self.kernel_logits(normed.view(b, tq, hq, wq, -1), motion, base)
+        a = self.kernel_logits(normed.view(b, tq, hq, wq, -1), motion)
         a = a.view(b, tq, hq, wq, tp, k * k).softmax(-1)
-        # per token, a correlation of the (p + 2m)^2 window of the last given frame around its
-        # patch with its t kernels a: one grouped conv (a group per token and channel), which
+        # per token, a correlation of the (p + 2m)^2 window of the source around its patch with
+        # its t kernels a: one grouped conv (a group per token, channel and source frame), which
         # never builds the (2m+1)^2-fold unfolded frame (2-3x faster than unfold + bmm on this CPU)
         n, w = b * hq * wq, p + 2 * self.m
-        win = F.unfold(padded, w, stride=p)  # b (c w w) (i j)
-        win = win.view(b, c, w, w, hq * wq).permute(0, 4, 1, 2, 3).reshape(1, n * c, w, w)
+        win = F.unfold(padded, w, stride=p)  # (b s) (c w w) (i j)
+        win = win.view(b, s, c, w, w, hq * wq).permute(0, 5, 2, 1, 3, 4).reshape(1, n * c * s, w, w)
         kern = a.permute(0, 2, 3, 1, 4, 5).reshape(n, 1, t, k, k).expand(-1, c, -1, -1, -1)
-        out = F.conv2d(win, kern.reshape(n * c * t, 1, k, k), groups=n * c)  # 1, (b i j c t), p, p
+        out = F.conv2d(win, kern.reshape(n * c * t, 1, k, k), groups=n * c * s)  # 1, (b i j c t), p, p
         return out.view(b, hq, wq, c, t, p, p).permute(0, 4, 3, 1, 5, 2, 6).reshape(b, t, c, hq * p, wq * p)
 
     def forward(self, tokens: torch.Tensor, context=None, state=None) -> torch.Tensor:
