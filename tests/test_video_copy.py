@@ -333,6 +333,27 @@ def test_an_extrapolating_copy_continues_a_constant_motion_from_the_start(kernel
         assert (out - clip[:, 3:]).abs().mean() < 0.005
 
 
+@pytest.mark.parametrize("kernels", [0, 1])
+def test_what_the_extrapolation_moves_past_the_border_stays_within_the_corrections_reach(kernels):
+    """copy_extrapolate moves the last given frame on a canvas with the window's margin: a blob
+    the motion carries past the border (2 and 4 px here) is still there for a correction of up
+    to m px, so kernels centred back on it recover the last given frame whole (a bouncing digit
+    needs this; a frame margined after the move has only its replicated border there)."""
+    o = opts(frames=4, context_frames=2, frame_size=16, channels=1, copy_window=4, copy_kernels=kernels,
+             copy_motion=3, copy_shape="gaussian", copy_extrapolate=True)
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
+    with torch.no_grad():  # predicted frame f (0, 1) reads (f + 1) * 2 px to the right of itself
+        q = det.copy_logits.bias.view(2, 3)
+        q[:, 0], q[:, 1], q[:, 2] = 0.0, torch.tensor([2.0, 4.0]) / (o.copy_window / 2), -2.0  # narrowest
+    blob = torch.rand(5, 5, generator=torch.Generator().manual_seed(0))
+    given = torch.full((1, 2, 1, 16, 16), -1.0)
+    given[0, 0, 0, 6:11, 8:13], given[0, 1, 0, 6:11, 10:15] = blob, blob  # 2 px/frame to the right
+    out = det(torch.randn(1, 32, 16), given)
+    # (the measured step is 1.99 px: a sub-pixel residue, against the blob's values in [0, 1])
+    torch.testing.assert_close(out, given[:, 1:].expand(-1, 2, -1, -1, -1), atol=0.06, rtol=0)
+
+
 def test_the_extrapolated_centre_stays_learnable():
     o = opts(frames=6, context_frames=2, frame_size=16, channels=1, copy_window=4, copy_kernels=1,
              copy_motion=1, copy_shape="gaussian", copy_extrapolate=True)

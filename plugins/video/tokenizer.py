@@ -242,15 +242,17 @@ class VideoDetokenizer(PatchUnembed):
         motion = None
         if self.r:
             motion = self.copy_motion(self.motion_features(context)).view(b, tq, -1)
-        # the source of each predicted frame: the last given frame (one for all), or where a
-        # constant motion puts it in that frame, (f + 1) steps on (b, t, c, H, W)
-        src, s = last, 1
-        if self.extrapolate:
-            f = torch.arange(1, t + 1, device=last.device, dtype=last.dtype)
-            src, s = shift_frames(last, f[None, :, None] * last_step(context, self.r).to(last.dtype)[:, None]), t
-        normed = self.norm(tokens[:, :tq * hq * wq])
+        # the source of each predicted frame, with the kernels' m-px margin: the last given frame
+        # (one for all), or where a constant motion puts it in that frame, (f + 1) steps on.
         # replicate: content that leaves the frame is continued by its border, not by black
-        padded = F.pad(src.reshape(b * s, c, *last.shape[-2:]), (self.m,) * 4, mode="replicate")
+        padded, s = F.pad(last, (self.m,) * 4, mode="replicate"), 1
+        if self.extrapolate:
+            # moved on the margined canvas, not margined after the move: what the motion carries
+            # past the border (a digit about to bounce off it) stays within the correction's reach
+            f = torch.arange(1, t + 1, device=last.device, dtype=last.dtype)
+            disp = f[None, :, None] * last_step(context, self.r).to(last.dtype)[:, None]
+            padded, s = shift_frames(padded, disp).flatten(0, 1), t
+        normed = self.norm(tokens[:, :tq * hq * wq])
         if self.kernels:  # the clip's kernels: one conv of each source frame per kernel
             j = self.kernels
             # the mean of the slot's token logits, taken before the linear map (the same numbers,
