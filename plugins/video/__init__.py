@@ -62,6 +62,11 @@ class VideoOptions(BaseModel):
     # moved by (f + 1) times the last measured step (searched within r px/frame) instead of
     # where they were. 0 = off.
     context_extrapolate: int = Field(0, ge=0)
+    # With copy_window: the x0 estimate composites the copy and the linear readout under a
+    # per-pixel mask, g * copy + (1 - g) * readout (Finn et al.'s CDNA compositing masks), instead
+    # of adding the readout to the copy as a residual; where the copy is right, a saturated mask
+    # passes it untouched, where an additive residual must output an exact zero. False = add.
+    copy_composite: bool = False
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
     digit_size: int | None = Field(None, ge=2)  # moving digits: digit side (None = half the canvas)
@@ -98,6 +103,8 @@ class VideoOptions(BaseModel):
         if self.copy_extrapolate and (not self.copy_motion or self.copy_shape != "gaussian"):
             raise ValueError("copy_extrapolate needs copy_motion > 0 (the search radius of the measured step) "
                              "and copy_shape gaussian (a centre to start from)")
+        if self.copy_composite and not self.copy_window:
+            raise ValueError("copy_composite needs copy_window > 0 (it composites the copy with the readout)")
         if self.context_extrapolate and (not self.context_concat or self.context_window
                                          or self.context_frames < 2):
             raise ValueError("context_extrapolate needs context_concat: true, no context_window and "

@@ -167,7 +167,9 @@ class VideoDetokenizer(PatchUnembed):
     RIN's interface cannot take on its own (docs/video.md). With `copy_kernels` J > 0 the
     displacement distributions are the clip's instead: J kernels per frame from the mean of the
     frame slot's tokens, mixed per token by a softmax over them (Finn et al.'s CDNA), so every
-    part of a rigidly moving object is moved alike. The sum is an x0 estimate, so the model
+    part of a rigidly moving object is moved alike. With `copy_composite` the readout is not added
+    but composited, g * copy + (1 - g) * readout, under a per-pixel mask g (CDNA's compositing
+    masks). The result is an x0 estimate, so the model
     needs diffusion.pred=x0 (`output_target`, checked by rinkit.build)."""
 
     def __init__(self, opts, dim: int):
@@ -190,6 +192,8 @@ class VideoDetokenizer(PatchUnembed):
                                          bias=False) if self.r else None
             # CDNA: each token's mix of the clip's j kernels
             self.copy_masks = nn.Linear(dim, tp * j) if j > 1 else None
+            # the compositing mask's logit per pixel (copy_composite): a one-channel readout of its own
+            self.copy_gate = PatchUnembed(1, dim, (tp, p, p), grid) if opts.copy_composite else None
             # zero: every displacement equally likely at the start (free), or a broad Gaussian at
             # no displacement, so each displacement's gradient is informative
             for lin in (self.copy_logits, self.copy_masks, self.copy_motion):
@@ -197,6 +201,9 @@ class VideoDetokenizer(PatchUnembed):
                     nn.init.zeros_(lin.weight)
                     if lin.bias is not None:
                         nn.init.zeros_(lin.bias)
+            if self.copy_gate is not None:  # the copy's weight starts at sigmoid(2) = 0.88: the copy leads
+                nn.init.zeros_(self.copy_gate.proj.weight)
+                nn.init.constant_(self.copy_gate.proj.bias, 2.0)
             if self.shape == "gaussian":
                 with torch.no_grad():  # broad, or narrow where the centre starts on the extrapolation
                     self.copy_logits.bias.view(-1, 3)[:, 2] = math.log(0.35 if self.extrapolate else self.m / 2)
@@ -288,5 +295,10 @@ class VideoDetokenizer(PatchUnembed):
         if self.m:
             if context is None:
                 raise ValueError("copy_window copies from the given frames but no context was passed")
-            x = x + self.copy(tokens, context.to(x.dtype))
+            copied = self.copy(tokens, context.to(x.dtype))
+            if self.copy_gate is None:
+                x = x + copied
+            else:  # one mask for all channels of a pixel
+                g = torch.sigmoid(self.copy_gate(tokens)).transpose(1, 2)
+                x = g * copied + (1 - g) * x
         return x[:, :self.frames]
