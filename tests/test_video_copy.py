@@ -400,7 +400,7 @@ def test_extrapolation_options_are_validated():
 def test_a_composited_copy_is_mixed_with_the_readout_under_a_per_pixel_mask(kernels):
     """copy_composite: x0 = g * copy + (1 - g) * readout, g per pixel (shared by the channels);
     a saturated mask passes the copy untouched whatever the readout says (an additive residual
-    would have to output an exact zero), a closed one the readout alone; it starts at g = 0.88."""
+    would have to output an exact zero), a closed one the readout alone; it starts at g = 0.5."""
     o = opts(copy_kernels=kernels, copy_composite=True)
     det = VideoDetokenizer(o, 16)
     plain = VideoDetokenizer(VideoOptions(**{**o.model_dump(), "copy_composite": False}), 16)
@@ -411,7 +411,7 @@ def test_a_composited_copy_is_mixed_with_the_readout_under_a_per_pixel_mask(kern
     copied = det.copy(tokens, ctx)[:, :4]
     readout = plain(tokens, ctx) - copied  # the additive readout's residual
     assert readout.abs().mean() > 0.1
-    g = torch.sigmoid(torch.tensor(2.0))
+    g = 0.5
     torch.testing.assert_close(det(tokens, ctx), g * copied + (1 - g) * readout)
     with torch.no_grad():
         det.copy_gate.proj.bias.fill_(30.0)
@@ -421,9 +421,9 @@ def test_a_composited_copy_is_mixed_with_the_readout_under_a_per_pixel_mask(kern
     torch.testing.assert_close(det(tokens, ctx), readout)
     # one mask per pixel, read from the tokens: its gradient reaches the gate's weights
     with torch.no_grad():
-        det.copy_gate.proj.bias.fill_(0.0)
+        det.copy_gate.proj.bias.zero_()
     det(tokens, ctx).pow(2).sum().backward()
-    assert det.copy_gate.proj.weight.grad.abs().sum() > 0
+    assert det.copy_gate.proj.weight.grad.abs().sum() > 1e-3
     assert det.copy_gate.proj.weight.shape[0] == 2 * 4 * 4  # time_patch x patch x patch, one channel
     with pytest.raises(ValueError, match="copy_composite needs copy_window"):
         VideoOptions(frames=6, context_frames=2, copy_composite=True)
