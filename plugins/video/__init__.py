@@ -40,7 +40,7 @@ class VideoOptions(BaseModel):
     copy_window: int = Field(0, ge=0)
     # 0: each token its own displacement distribution (DNA-like); J > 0: J per frame for the
     # whole clip, mixed per token (CDNA), so all of a rigidly moving object moves alike. This and
-    # copy_shape apply with copy_window > 0 (so copy_window=0 alone turns the copy off).
+    # every copy_* option below apply with copy_window > 0 (so copy_window=0 alone turns the copy off).
     copy_kernels: int = Field(0, ge=0)
     # A displacement distribution is free (a logit per displacement) or a Gaussian (a centre and
     # a width per kernel and frame: a soft argmax, whose centre a linear map of a velocity reaches).
@@ -97,14 +97,13 @@ class VideoOptions(BaseModel):
             raise ValueError("context_concat needs context_frames > 0 (there is no given frame to concatenate)")
         if self.copy_window and self.context_frames == 0:
             raise ValueError("copy_window needs context_frames > 0 (it copies from the last given frame)")
-        if self.copy_motion and (not self.copy_window or self.context_frames < 2):
-            raise ValueError("copy_motion needs copy_window > 0 and context_frames >= 2 (it correlates "
-                             "the last given frame with the earlier ones)")
-        if self.copy_extrapolate and (not self.copy_motion or self.copy_shape != "gaussian"):
+        # (the copy_* options are moot without the copy: copy_window=0 turns it all off)
+        if self.copy_window and self.copy_motion and self.context_frames < 2:
+            raise ValueError("copy_motion needs context_frames >= 2 (it correlates the last given frame "
+                             "with the earlier ones)")
+        if self.copy_window and self.copy_extrapolate and (not self.copy_motion or self.copy_shape != "gaussian"):
             raise ValueError("copy_extrapolate needs copy_motion > 0 (the search radius of the measured step) "
                              "and copy_shape gaussian (a centre to start from)")
-        if self.copy_composite and not self.copy_window:
-            raise ValueError("copy_composite needs copy_window > 0 (it composites the copy with the readout)")
         if self.context_extrapolate and (not self.context_concat or self.context_window
                                          or self.context_frames < 2):
             raise ValueError("context_extrapolate needs context_concat: true, no context_window and "
