@@ -66,6 +66,7 @@ class VideoOptions(BaseModel):
     # per-pixel mask, g * copy + (1 - g) * readout (Finn et al.'s CDNA compositing masks), instead
     # of adding the readout to the copy as a residual; where the copy is right, a saturated mask
     # passes it untouched, where an additive residual must output an exact zero. False = add.
+    # Measured worse (s20: the loss stalled at 1.6x the additive run's; docs/video.md).
     copy_composite: bool = False
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
