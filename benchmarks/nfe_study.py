@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--samplers", default="ddpm,ddim,dpm++2m,heun")
     ap.add_argument("--metric", default="digits_fid")
     ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--carry", choices=("both", "yes", "no"), default="both",
+                    help="carry the latents between steps, not, or both (a model without self-conditioning: one)")
     ap.add_argument("--out", default="docs/nfe_study")
     ap.add_argument("--rows", help="render the table and plot from saved JSON lines instead of sampling")
     args = ap.parse_args(argv)
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
     counted = _Counted(model)
     for steps in [] if args.rows else [int(s) for s in args.steps.split(",")]:
         for sampler in args.samplers.split(","):
-            for carry in (True, False):
+            for carry in {"both": (True, False), "yes": (True,), "no": (False,)}[args.carry]:
                 t0, counted.calls = time.perf_counter(), 0
                 res = evaluate_metrics(counted, cfg, args.samples, device, seed=1, batch_size=args.batch_size,
                                        carry_latents=carry, name=sampler, steps=steps)

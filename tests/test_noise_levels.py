@@ -1,6 +1,7 @@
 """benchmarks.noise_levels: the held-out denoising loss of trained models, level by level."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,7 +54,10 @@ def test_same_noise_for_every_model_and_every_run():
     a = per_level_losses(model, d, x, None, 3, seed=0, batch=10)["target_err"]
     b = per_level_losses(model, d, x, None, 3, seed=0, batch=3)["target_err"]
     c = per_level_losses(model, d, x, None, 3, seed=1, batch=10)["target_err"]
-    assert (a == b).all() and not (a == c).all()
+    # the same noise; the conv's arithmetic may differ in the last bits between batch sizes
+    # (oneDNN picks its kernel by shape: seen on a Zen-4 CPU), other noise differs by O(1)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert np.abs(a - c).max() > 1e-2
 
 
 def _save(model, folder, kind):

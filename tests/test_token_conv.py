@@ -12,7 +12,7 @@ VIDEO = ["model.interface_dim=32", "model.latent_dim=32", "model.num_latents=8",
          "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2",
          "modality_options.frames=6", "modality_options.context_frames=2", "modality_options.frame_size=16",
          "modality_options.digit_size=8", "modality_options.context_concat=false",
-         "modality_options.copy_window=0", "diffusion.pred=v"]  # no other path for the given frames
+         "modality_options.copy_window=0", "modality_options.context_extrapolate=0", "diffusion.pred=v"]  # no other path for the given frames
 IMAGE = ["model.interface_dim=32", "model.latent_dim=32", "model.num_latents=8", "model.blocks=2",
          "model.layers_per_block=1", "model.latent_heads=2", "model.rw_heads=2"]
 

@@ -287,5 +287,143 @@ def test_motion_starts_silent_and_every_given_frame_reaches_it():
     assert all(g[:, i].abs().sum() > 0 for i in range(3))
     with pytest.raises(ValueError, match="copy_motion needs"):
         VideoOptions(frames=6, context_frames=1, copy_window=2, copy_motion=1)
-    with pytest.raises(ValueError, match="copy_motion needs"):
-        VideoOptions(frames=6, context_frames=2, copy_motion=1)
+    # copy_window=0 alone turns the copy off, its options with it (the preset sets them)
+    off = VideoOptions(frames=6, context_frames=2, copy_motion=1, copy_shape="gaussian", copy_extrapolate=True,
+                       copy_composite=True)
+    assert not any(n.startswith("copy") for n, _ in VideoDetokenizer(off, 16).named_parameters())
+
+
+# -- constant-velocity extrapolation (copy_extrapolate, context_extrapolate; s19) ----------------
+
+@pytest.mark.parametrize("v", [(1, -2), (-2, 0), (0, 1)])
+def test_the_last_step_is_the_clips_velocity(v):
+    from rinkit_plugins.video.tokenizer import last_step
+    torch.testing.assert_close(last_step(moving_blob(v, frames=4, size=32), 3)[0],
+                               torch.tensor(v, dtype=torch.float32), atol=0.01, rtol=0)
+
+
+def test_shift_frames_moves_a_frame_by_each_displacement():
+    from rinkit_plugins.video.tokenizer import shift_frames
+    frame = torch.randn(2, 3, 9, 11)
+    disp = torch.tensor([[[0.0, 0.0], [1.0, -2.0]], [[-3.0, 1.0], [2.0, 2.0]]])
+    out = shift_frames(frame, disp)
+    assert out.shape == (2, 2, 3, 9, 11)
+    for b in range(2):
+        for t in range(2):
+            dy, dx = (int(d) for d in disp[b, t])
+            # content moved by (dy, dx): out(y, x) = frame(y - dy, x - dx), borders replicated
+            torch.testing.assert_close(out[b, t], shifted(frame[b:b + 1], -dy, -dx)[0])
+    half = shift_frames(frame, torch.full((2, 1, 2), 0.5))[:, 0]  # bilinear between the neighbours
+    torch.testing.assert_close(half[..., 1:, 1:], (frame[..., :-1, :-1] + frame[..., 1:, :-1]
+                                                   + frame[..., :-1, 1:] + frame[..., 1:, 1:])[..., :, :] / 4)
+
+
+@pytest.mark.parametrize("kernels", [0, 1])
+def test_an_extrapolating_copy_continues_a_constant_motion_from_the_start(kernels):
+    """copy_extrapolate: at initialisation, whatever the tokens, the copy alone is the last given
+    frame moved (f + 1) steps for predicted frame f, in every frame of every slot, also where that
+    is farther than the kernels' window (10 px against 2 here: the source is moved, not the kernel)."""
+    o = opts(frames=8, context_frames=3, frame_size=24, channels=2, copy_window=2, copy_kernels=kernels,
+             copy_motion=3, copy_shape="gaussian", copy_extrapolate=True)
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
+    for v in [(1, -1), (0, 2), (-1, 0)]:  # two channels, each its own blob
+        clip = torch.cat([moving_blob(v, frames=8, size=24), moving_blob(v, frames=8, size=24, seed=1)], 2)
+        out = det(torch.randn(1, det.grid[0] * 36 + 72, 16), clip[:, :3])
+        # a 0.35-px Gaussian leaves 6 % of the weight on the four neighbours of the centre
+        torch.testing.assert_close(out, clip[:, 3:], atol=0.1, rtol=0)
+        assert (out - clip[:, 3:]).abs().mean() < 0.005
+
+
+@pytest.mark.parametrize("kernels", [0, 1])
+def test_what_the_extrapolation_moves_past_the_border_stays_within_the_corrections_reach(kernels):
+    """copy_extrapolate moves the last given frame on a canvas with the window's margin: a blob
+    the motion carries past the border (2 and 4 px here) is still there for a correction of up
+    to m px, so kernels centred back on it recover the last given frame whole (a bouncing digit
+    needs this; a frame margined after the move has only its replicated border there)."""
+    o = opts(frames=4, context_frames=2, frame_size=16, channels=1, copy_window=4, copy_kernels=kernels,
+             copy_motion=3, copy_shape="gaussian", copy_extrapolate=True)
+    det = VideoDetokenizer(o, 16)
+    torch.nn.init.zeros_(det.proj.weight), torch.nn.init.zeros_(det.proj.bias)  # no residual
+    with torch.no_grad():  # predicted frame f (0, 1) reads (f + 1) * 2 px to the right of itself
+        q = det.copy_logits.bias.view(2, 3)
+        q[:, 0], q[:, 1], q[:, 2] = 0.0, torch.tensor([2.0, 4.0]) / (o.copy_window / 2), -2.0  # narrowest
+    blob = torch.rand(5, 5, generator=torch.Generator().manual_seed(0))
+    given = torch.full((1, 2, 1, 16, 16), -1.0)
+    given[0, 0, 0, 6:11, 8:13], given[0, 1, 0, 6:11, 10:15] = blob, blob  # 2 px/frame to the right
+    out = det(torch.randn(1, 32, 16), given)
+    # (the measured step is 1.99 px: a sub-pixel residue, against the blob's values in [0, 1])
+    torch.testing.assert_close(out, given[:, 1:].expand(-1, 2, -1, -1, -1), atol=0.06, rtol=0)
+
+
+def test_the_extrapolated_centre_stays_learnable():
+    o = opts(frames=6, context_frames=2, frame_size=16, channels=1, copy_window=4, copy_kernels=1,
+             copy_motion=1, copy_shape="gaussian", copy_extrapolate=True)
+    det = VideoDetokenizer(o, 16)
+    clip = moving_blob((1, 0))
+    loss = (det(torch.randn(1, 40, 16), clip[:, :2]) - clip[:, 2:].roll(1, -1)).pow(2).sum()
+    loss.backward()
+    centre_grad = det.copy_logits.bias.grad.view(-1, 3)[:, :2]
+    assert centre_grad.abs().sum() > 0 and det.copy_motion.weight.grad.abs().sum() > 0
+
+
+def test_extrapolated_stem_input_is_the_future_frame_under_constant_motion():
+    """context_extrapolate: predicted frame f's stem sees the last given frame moved (f + 1)
+    steps, i.e. for a constant motion the frame it has to predict: its tokens equal those of a
+    stem that is handed the true future frame in the concatenated channels."""
+    from rinkit_plugins.video.tokenizer import VideoTokenizer
+    o = VideoOptions(frames=6, context_frames=2, frame_size=16, channels=1, patch_size=4, time_patch=1,
+                     context_concat=True, context_extrapolate=2)
+    tok = VideoTokenizer(o, 8)
+    clip = moving_blob((1, -1))
+    x = torch.randn(1, 4, 1, 16, 16)
+    tokens, _ = tok(x, clip[:, :2])
+    truth = tok.embed_frames(x, clip[:, 2:]) + tok.pos()[2 * 16:]
+    # (the measured step is within 0.001 px of v: the frame border breaks the match's symmetry)
+    torch.testing.assert_close(tokens[:, :4 * 16], truth, atol=0.05, rtol=0)
+    plain = VideoTokenizer(VideoOptions(**{**o.model_dump(), "context_extrapolate": 0}), 8)
+    plain.load_state_dict(tok.state_dict())
+    assert not torch.allclose(plain(x, clip[:, :2])[0][:, :4 * 16], truth, atol=1e-3)
+    torch.testing.assert_close(plain(x, clip[:, :2])[0][:, 4 * 16:], tokens[:, 4 * 16:])  # given frames as before
+
+
+def test_extrapolation_options_are_validated():
+    with pytest.raises(ValueError, match="copy_extrapolate needs"):
+        VideoOptions(frames=6, context_frames=2, copy_window=2, copy_shape="gaussian", copy_extrapolate=True)
+    with pytest.raises(ValueError, match="copy_extrapolate needs"):
+        VideoOptions(frames=6, context_frames=2, copy_window=2, copy_motion=1, copy_extrapolate=True)
+    with pytest.raises(ValueError, match="context_extrapolate needs"):
+        VideoOptions(frames=6, context_frames=2, context_extrapolate=2)
+    with pytest.raises(ValueError, match="context_extrapolate needs"):
+        VideoOptions(frames=6, context_frames=1, context_concat=True, context_extrapolate=2)
+
+
+@pytest.mark.parametrize("kernels", [0, 1])
+def test_a_composited_copy_is_mixed_with_the_readout_under_a_per_pixel_mask(kernels):
+    """copy_composite: x0 = g * copy + (1 - g) * readout, g per pixel (shared by the channels);
+    a saturated mask passes the copy untouched whatever the readout says (an additive residual
+    would have to output an exact zero), a closed one the readout alone; it starts at g = 0.5."""
+    o = opts(copy_kernels=kernels, copy_composite=True)
+    det = VideoDetokenizer(o, 16)
+    plain = VideoDetokenizer(VideoOptions(**{**o.model_dump(), "copy_composite": False}), 16)
+    plain.load_state_dict(det.state_dict(), strict=False)
+    tokens, ctx = torch.randn(2, 24, 16), torch.randn(2, 2, 2, 8, 12)
+    torch.nn.init.normal_(det.proj.weight), torch.nn.init.normal_(plain.proj.weight)
+    plain.proj.load_state_dict(det.proj.state_dict())
+    copied = det.copy(tokens, ctx)[:, :4]
+    readout = plain(tokens, ctx) - copied  # the additive readout's residual
+    assert readout.abs().mean() > 0.1
+    g = 0.5
+    torch.testing.assert_close(det(tokens, ctx), g * copied + (1 - g) * readout)
+    with torch.no_grad():
+        det.copy_gate.proj.bias.fill_(30.0)
+    torch.testing.assert_close(det(tokens, ctx), copied)
+    with torch.no_grad():
+        det.copy_gate.proj.bias.fill_(-30.0)
+    torch.testing.assert_close(det(tokens, ctx), readout)
+    # one mask per pixel, read from the tokens: its gradient reaches the gate's weights
+    with torch.no_grad():
+        det.copy_gate.proj.bias.zero_()
+    det(tokens, ctx).pow(2).sum().backward()
+    assert det.copy_gate.proj.weight.grad.abs().sum() > 1e-3
+    assert det.copy_gate.proj.weight.shape[0] == 2 * 4 * 4  # time_patch x patch x patch, one channel

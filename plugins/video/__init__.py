@@ -40,7 +40,7 @@ class VideoOptions(BaseModel):
     copy_window: int = Field(0, ge=0)
     # 0: each token its own displacement distribution (DNA-like); J > 0: J per frame for the
     # whole clip, mixed per token (CDNA), so all of a rigidly moving object moves alike. This and
-    # copy_shape apply with copy_window > 0 (so copy_window=0 alone turns the copy off).
+    # every copy_* option below apply with copy_window > 0 (so copy_window=0 alone turns the copy off).
     copy_kernels: int = Field(0, ge=0)
     # A displacement distribution is free (a logit per displacement) or a Gaussian (a centre and
     # a width per kernel and frame: a soft argmax, whose centre a linear map of a velocity reaches).
@@ -52,6 +52,22 @@ class VideoOptions(BaseModel):
     # gaussian (a centre is a linear map of a velocity). Needs copy_window > 0 and two given
     # frames. 0 = off; it did not beat the default in s18's runs (docs/video.md).
     copy_motion: int = Field(0, ge=0)
+    # Gaussian copy kernels that start on the classical constant-velocity extrapolation: predicted
+    # frame f's centre is (f + 1) times the last measured step (within copy_motion px/frame) plus
+    # the learned centre, and the kernels start narrow (0.35 px), so the copy is a sharp moved
+    # frame from step 0 and the network learns corrections (bounces) instead of the motion.
+    # Needs copy_motion > 0 and copy_shape gaussian.
+    copy_extrapolate: bool = False
+    # r > 0: with context_concat, each predicted frame's stem sees the concatenated given frames
+    # moved by (f + 1) times the last measured step (searched within r px/frame) instead of
+    # where they were. 0 = off.
+    context_extrapolate: int = Field(0, ge=0)
+    # With copy_window: the x0 estimate composites the copy and the linear readout under a
+    # per-pixel mask, g * copy + (1 - g) * readout (Finn et al.'s CDNA compositing masks), instead
+    # of adding the readout to the copy as a residual; where the copy is right, a saturated mask
+    # passes it untouched, where an additive residual must output an exact zero. False = add.
+    # Measured worse (s20: the loss stalled at 1.6x the additive run's; docs/video.md).
+    copy_composite: bool = False
     fps: float = Field(8.0, gt=0)              # for GIF / MP4 output
     frame_stride: int = Field(1, ge=1)         # clip sampling from real video: every n-th frame
     digit_size: int | None = Field(None, ge=2)  # moving digits: digit side (None = half the canvas)
@@ -82,9 +98,17 @@ class VideoOptions(BaseModel):
             raise ValueError("context_concat needs context_frames > 0 (there is no given frame to concatenate)")
         if self.copy_window and self.context_frames == 0:
             raise ValueError("copy_window needs context_frames > 0 (it copies from the last given frame)")
-        if self.copy_motion and (not self.copy_window or self.context_frames < 2):
-            raise ValueError("copy_motion needs copy_window > 0 and context_frames >= 2 (it correlates "
-                             "the last given frame with the earlier ones)")
+        # (the copy_* options are moot without the copy: copy_window=0 turns it all off)
+        if self.copy_window and self.copy_motion and self.context_frames < 2:
+            raise ValueError("copy_motion needs context_frames >= 2 (it correlates the last given frame "
+                             "with the earlier ones)")
+        if self.copy_window and self.copy_extrapolate and (not self.copy_motion or self.copy_shape != "gaussian"):
+            raise ValueError("copy_extrapolate needs copy_motion > 0 (the search radius of the measured step) "
+                             "and copy_shape gaussian (a centre to start from)")
+        if self.context_extrapolate and (not self.context_concat or self.context_window
+                                         or self.context_frames < 2):
+            raise ValueError("context_extrapolate needs context_concat: true, no context_window and "
+                             "context_frames >= 2 (it measures the step between the last two given frames)")
         if (self.context_window or self.context_concat_frames > 1) and not self.context_concat:
             raise ValueError("context_window and context_concat_frames need context_concat: true")
         if self.context_concat and self.context_concat_frames > self.context_frames:
