@@ -249,9 +249,10 @@ class VideoDetokenizer(PatchUnembed):
         (tq, hq, wq), (tp, p, _) = self.grid, self.patch_size
         last = context[:, -1]
         b, c, k, t = last.shape[0], last.shape[1], 2 * self.m + 1, tq * tp
-        motion = None
+        motion = feats = None
         if self.r:
-            motion = self.copy_motion(self.motion_features(context)).view(b, tq, -1)
+            feats = self.motion_features(context)
+            motion = self.copy_motion(feats).view(b, tq, -1)
         # the source of each predicted frame, with the kernels' m-px margin: the last given frame
         # (one for all), or where a constant motion puts it in that frame, (f + 1) steps on.
         # replicate: content that leaves the frame is continued by its border, not by black
@@ -260,7 +261,10 @@ class VideoDetokenizer(PatchUnembed):
             # moved on the margined canvas, not margined after the move: what the motion carries
             # past the border (a digit about to bounce off it) stays within the correction's reach
             f = torch.arange(1, t + 1, device=last.device, dtype=last.dtype)
-            disp = f[None, :, None] * last_step(context, self.r).to(last.dtype)[:, None]
+            # the last step is the first pair's displacement already measured above (last_step's
+            # numbers, without a second cost volume)
+            step = -feats[:, :2]
+            disp = f[None, :, None] * step.to(last.dtype)[:, None]
             padded, s = shift_frames(padded, disp).flatten(0, 1), t
         normed = self.norm(tokens[:, :tq * hq * wq])
         if self.kernels:  # the clip's kernels: one conv of each source frame per kernel
