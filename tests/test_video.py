@@ -308,7 +308,7 @@ def test_trajectory_tool_splits_class_kept_by_predicted_frame(tmp_path, capsys):
     assert torch.is_grad_enabled()  # the tool leaves the caller's autograd switch as it found it
     out = capsys.readouterr().out
     rows = [r.split(" | ") for r in out.splitlines() if r.startswith("| 0.")]
-    assert len(rows) == 9 and "B. sampler" not in out
+    assert len(rows) == 11 and "B. sampler" not in out  # gamma 0.01 ... 0.99
     for r in rows:
         frames = [float(v) for v in r[5].split(" / ")]
         assert len(frames) == 4 and abs(sum(frames) / 4 - float(r[4])) < 0.011  # both rounded to 2 places
@@ -334,6 +334,7 @@ def test_guidance_sweep_scores_each_weight_and_interval_with_the_modality_metric
     assert "| 3 | every step |" in capsys.readouterr().out
     assert sweep_main([str(run), "--intervals", "2,1"]) == 2
     plain = tmp_path / "plain"
-    train(load_config("video-digits", None, [*TINY, "train.steps=1", "train.ckpt_every=1"]), run_dir=plain, progress=False)
+    train(load_config("video-digits", None, [*TINY, "train.steps=1", "train.ckpt_every=1", "diffusion.context_dropout=0",
+                                             "sampler.guidance=0"]), run_dir=plain, progress=False)
     assert sweep_main([str(plain), "--samples", "4", "--guidance", "1"]) == 2
     assert "not trained for guidance" in capsys.readouterr().err
