@@ -333,6 +333,15 @@ def test_guidance_sweep_scores_each_weight_and_interval_with_the_modality_metric
     assert rows[2]["video_digits_fid"] == rows[0]["video_digits_fid"] != rows[1]["video_digits_fid"]
     assert "| 3 | every step |" in capsys.readouterr().out
     assert sweep_main([str(run), "--intervals", "2,1"]) == 2
+    # the NFE study guides at each weight it is given, on the same clips (w = 0: the unguided row)
+    from benchmarks.nfe_study import main as nfe_main
+    assert nfe_main(["--ckpt", str(run), "--samples", "8", "--batch-size", "8", "--steps", "3", "--samplers", "ddpm",
+                     "--carry", "no", "--guidance", "0,3", "--metric", "video_digits_fid",
+                     "--out", str(tmp_path / "nfe")]) == 0
+    nfe = json.loads((tmp_path / "nfe.json").read_text())["rows"]
+    assert [r["guidance"] for r in nfe] == [0, 3] and nfe[0]["video_digits_fid"] != nfe[1]["video_digits_fid"]
+    assert nfe[0]["video_digits_fid"] == rows[0]["video_digits_fid"]  # the sweep's unguided row, same clips
+    assert "DDPM W=3 not carried" in (tmp_path / "nfe.md").read_text()
     plain = tmp_path / "plain"
     train(load_config("video-digits", None, [*TINY, "train.steps=1", "train.ckpt_every=1", "diffusion.context_dropout=0",
                                              "sampler.guidance=0"]), run_dir=plain, progress=False)
