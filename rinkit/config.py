@@ -74,7 +74,7 @@ class DiffusionConfig(Section):
     # Also self-condition on the previous x_0 estimate (analog bits), beside the latents; off = the paper
     self_cond_x0: bool = False
     # pred=x0 only: EDM's skip, estimate = c_skip x_t / sqrt(gamma) + (1 - c_skip) output, with this
-    # sigma_data (data units; 0 = off, the network's output is the estimate); docs/method.md §3
+    # sigma_data (data units; 0 = off, the network's output is the estimate); docs/method.md §4
     x0_skip: float = Field(0.0, ge=0)
 
     @field_validator("train_schedule", "sample_schedule")

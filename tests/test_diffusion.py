@@ -91,6 +91,11 @@ def test_x0_skip_passes_the_input_through_at_low_noise_and_the_output_at_high(sd
     assert torch.isfinite(err).all() and err[0].abs().max() < 1e-6
     # at gamma 0 the weight is 1: the squared error of F in data units
     torch.testing.assert_close(err[1], (f[1] - x0[1]) ** 2 / 0.25)
+    # the target F (an oracle's output) is finite at both ends, x0 itself at gamma 0, and exact in between
+    tgt = d.target(x0, eps, gamma)
+    assert torch.isfinite(tgt).all()
+    torch.testing.assert_close(tgt[1], x0[1])
+    torch.testing.assert_close(d.to_x0_eps(tgt, x_t, gamma)[0][1:], x0[1:])
 
 
 def test_x0_skip_needs_x0_prediction():

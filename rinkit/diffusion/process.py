@@ -10,7 +10,8 @@ x_0-prediction with `x0_skip` = sigma_data > 0 is EDM's preconditioning (Karras 
 c_skip): the estimate is c_skip x_t / sqrt(gamma) + (1 - c_skip) F, with F the network's output
 and c_skip = sigma_data^2 / (sigma^2 + sigma_data^2), sigma^2 = (1 - gamma) / gamma. At low noise
 the estimate is the input itself, which a network that must redraw every pixel from its tokens
-cannot match (docs/video.md, s21); at high noise it is F. The loss is EDM's weighting,
+cannot match; at high noise it is F. (Measured worse than plain x_0- or v-prediction on the
+video and point presets: docs/video.md and docs/points.md, s21.) The loss is EDM's weighting,
 1 / (1 - c_skip) times the squared error of the estimate (a unit-scale loss for F at every
 noise level). With sigma_data = 1 this is v-prediction's parameterisation and loss, written
 with an x_0-shaped output, so a readout that builds an x_0 estimate from the data (the video
@@ -77,9 +78,11 @@ class Diffusion:
     def target(self, x0, eps, gamma):
         g = broadcast(gamma, x0)
         if self.pred == "x0" and self.x0_skip:  # the F whose skip-combined estimate is x0
-            c = self.c_skip(gamma, x0)
-            x_scaled = x0 + ((1 - g) / g).sqrt() * eps  # x_t / sqrt(gamma)
-            return (x0 - c * x_scaled) / (1 - c)
+            c, sd2 = self.c_skip(gamma, x0), (self.x0_skip * self.b) ** 2
+            # c x_t / sqrt(gamma) = c x0 + c sigma eps, c sigma written finite at gamma 0; at gamma 1
+            # every F gives x0 (0 / clamped 0)
+            c_sigma = sd2 * (g * (1 - g)).sqrt() / ((1 - g) + sd2 * g)
+            return (x0 - c * x0 - c_sigma * eps) / (1 - c).clamp_min(1e-6)
         return {"eps": eps, "x0": x0, "v": g.sqrt() * eps - (1 - g).sqrt() * x0}[self.pred]
 
     def to_x0_eps(self, pred, x_t, gamma, clip: bool = False):
