@@ -20,19 +20,24 @@ from rinkit.evaluate.metrics import evaluate_metrics
 from rinkit.sampling import load_for_sampling
 
 
+def label(row: dict) -> str:
+    """A table column: the sampler, and its guidance weight where it guides."""
+    return row["sampler"] + (f" w={row['guidance']:g}" if row.get("guidance") else "")
+
+
 def render(rows: list[dict], out: Path, metric: str, samples: int, ckpt: str = "") -> str:
-    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    samplers = list(dict.fromkeys(label(r) for r in rows))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"ckpt": ckpt, "samples": samples, "metric": metric,
             "threads": torch.get_num_threads(), "rows": rows}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     variants = [(s, c) for s in samplers for c in (True, False)
-                if any(r["sampler"] == s and r["carry_latents"] == c for r in rows)]
+                if any(label(r) == s and r["carry_latents"] == c for r in rows)]
     lines = ["| steps (NFE) | " + " | ".join(f"{s.upper()} {'carried' if c else 'not carried'}" for s, c in variants) + " |",
              "|---" * (len(variants) + 1) + "|"]
     for steps in sorted({r["steps"] for r in rows}):
-        found = [next((r for r in rows if r["steps"] == steps and r["sampler"] == s and r["carry_latents"] == c),
+        found = [next((r for r in rows if r["steps"] == steps and label(r) == s and r["carry_latents"] == c),
                       None) for s, c in variants]
         best = min(r[metric] for r in found if r is not None)
         cell = lambda r: (f"**{r[metric]:.2f}**" if r[metric] == best else f"{r[metric]:.2f}") + (  # noqa: E731
@@ -51,7 +56,7 @@ def render(rows: list[dict], out: Path, metric: str, samples: int, ckpt: str = "
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     for s, c in variants:
-        rs = sorted((r for r in rows if r["sampler"] == s and r["carry_latents"] == c), key=lambda r: r["nfe"])
+        rs = sorted((r for r in rows if label(r) == s and r["carry_latents"] == c), key=lambda r: r["nfe"])
         ax.plot([r["nfe"] for r in rs], [r[metric] for r in rs], marker="o",
                 linestyle="-" if c else "--", label=f"{s.upper()}, latents {'carried' if c else 'not carried'}")
     ax.set_xscale("log")
@@ -86,6 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--carry", choices=("both", "yes", "no"), default="both",
                     help="carry the latents between steps, not, or both (a model without self-conditioning: one)")
+    ap.add_argument("--guidance", default="",
+                    help="comma-separated guidance weights to run each sampler at (default: the checkpoint's own)")
     ap.add_argument("--out", default="docs/nfe_study")
     ap.add_argument("--rows", help="render the table and plot from saved JSON lines instead of sampling")
     args = ap.parse_args(argv)
@@ -95,13 +102,16 @@ def main(argv=None) -> int:
     for steps in [] if args.rows else [int(s) for s in args.steps.split(",")]:
         for sampler in args.samplers.split(","):
             for carry in {"both": (True, False), "yes": (True,), "no": (False,)}[args.carry]:
-                t0, counted.calls = time.perf_counter(), 0
-                res = evaluate_metrics(counted, cfg, args.samples, device, seed=1, batch_size=args.batch_size,
-                                       carry_latents=carry, name=sampler, steps=steps)
-                nfe = counted.calls // -(-args.samples // args.batch_size)  # per sample: calls per batch
-                rows.append({"steps": steps, "nfe": nfe, "sampler": sampler, "carry_latents": carry,
-                             **res, "seconds": time.perf_counter() - t0})
-                print(json.dumps(rows[-1]), flush=True)
+                for w in [float(g) for g in args.guidance.split(",")] if args.guidance else [None]:
+                    t0, counted.calls = time.perf_counter(), 0
+                    kw = {} if w is None else {"guidance": w}
+                    res = evaluate_metrics(counted, cfg, args.samples, device, seed=1, batch_size=args.batch_size,
+                                           carry_latents=carry, name=sampler, steps=steps, **kw)
+                    nfe = counted.calls // -(-args.samples // args.batch_size)  # per sample: calls per batch
+                    rows.append({"steps": steps, "nfe": nfe, "sampler": sampler, "carry_latents": carry,
+                                 "guidance": cfg.sampler.guidance if w is None else w,
+                                 **res, "seconds": time.perf_counter() - t0})
+                    print(json.dumps(rows[-1]), flush=True)
     if args.rows:  # re-render from the JSON lines this script printed
         rows = [json.loads(x) for x in Path(args.rows).read_text().splitlines() if x.startswith("{")]
     print(render(rows, Path(args.out), args.metric, args.samples, str(args.ckpt)))

@@ -26,7 +26,7 @@ import torch
 from rinkit.build import build_diffusion
 from rinkit.diffusion import sample
 
-GAMMAS = (0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+GAMMAS = (0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
 
 
 class Probe:

@@ -147,7 +147,7 @@ def build_diffusion(cfg: ConfigLike) -> Diffusion:
     return Diffusion(train_schedule=d.train_schedule, sample_schedule=d.sample_schedule, pred=d.pred,
                      input_scale=d.input_scale, self_cond_rate=d.self_cond_rate, cond_dropout=d.cond_dropout,
                      num_classes=cfg.model.num_classes, self_cond_x0=d.self_cond_x0,
-                     context_dropout=d.context_dropout)
+                     context_dropout=d.context_dropout, x0_skip=d.x0_skip)
 
 
 def sample_shape(cfg: ConfigLike) -> tuple[int, ...]:

@@ -73,6 +73,9 @@ class DiffusionConfig(Section):
     context_dropout: float = Field(0.0, ge=0, le=1)  # clean-context (e.g. given frames) dropout for guidance
     # Also self-condition on the previous x_0 estimate (analog bits), beside the latents; off = the paper
     self_cond_x0: bool = False
+    # pred=x0 only: EDM's skip, estimate = c_skip x_t / sqrt(gamma) + (1 - c_skip) output, with this
+    # sigma_data (data units; 0 = off, the network's output is the estimate); docs/method.md §4
+    x0_skip: float = Field(0.0, ge=0)
 
     @field_validator("train_schedule", "sample_schedule")
     @classmethod
@@ -84,6 +87,8 @@ class DiffusionConfig(Section):
     def _x0(self):
         if self.self_cond_x0 and self.self_cond_rate <= 0:
             raise ValueError("self_cond_x0 needs self_cond_rate > 0 (the estimate comes from the first pass)")
+        if self.x0_skip > 0 and self.pred != "x0":
+            raise ValueError(f"x0_skip needs pred=x0 (v-prediction already has this skip, with sigma_data 1); got pred={self.pred}")
         return self
 
 

@@ -36,10 +36,10 @@ def test_bad_schedules_rejected(bad):
         parse_schedule(bad)
 
 
-@pytest.mark.parametrize("pred", ["eps", "x0", "v"])
+@pytest.mark.parametrize("pred", ["eps", "x0", "v", "x0+skip"])
 @pytest.mark.parametrize("b", [1.0, 0.5])
 def test_target_conversions_round_trip(pred, b):
-    d = Diffusion(pred=pred, input_scale=b)
+    d = Diffusion(pred="x0", input_scale=b, x0_skip=0.5) if pred == "x0+skip" else Diffusion(pred=pred, input_scale=b)
     x0 = (torch.rand(4, 3, 5, 5) * 2 - 1) * b
     eps = torch.randn_like(x0)
     gamma = torch.tensor([0.999, 0.7, 0.2, 0.01])
@@ -49,13 +49,61 @@ def test_target_conversions_round_trip(pred, b):
     torch.testing.assert_close(reps, eps, atol=2e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("pred", ["eps", "x0", "v"])
+@pytest.mark.parametrize("pred", ["eps", "x0", "v", "x0+skip"])
 def test_clipping_rederives_consistent_eps(pred):
-    d = Diffusion(pred=pred, input_scale=0.5)
+    d = Diffusion(pred="x0", input_scale=0.5, x0_skip=0.5) if pred == "x0+skip" else Diffusion(pred=pred, input_scale=0.5)
     x_t, gamma = torch.randn(3, 1, 4, 4) * 3, torch.tensor([0.9, 0.5, 0.1])
     x0, eps = d.to_x0_eps(torch.randn(3, 1, 4, 4) * 3, x_t, gamma, clip=True)
     assert x0.abs().max() <= 0.5
     torch.testing.assert_close(d.add_noise(x0, gamma, eps), x_t, atol=1e-4, rtol=1e-4)
+
+
+def test_x0_skip_with_unit_sigma_data_is_v_prediction():
+    """EDM's skip with sigma_data 1 is v-prediction written with an x0-shaped output F = -v / sqrt(1 - gamma):
+    the same estimate and the same loss, at every noise level."""
+    torch.manual_seed(0)
+    dv, ds = Diffusion(pred="v"), Diffusion(pred="x0", x0_skip=1.0)
+    x0, eps = torch.rand(6, 2, 4, 4) * 2 - 1, torch.randn(6, 2, 4, 4)
+    gamma = torch.tensor([0.999, 0.9, 0.5, 0.2, 0.05, 0.001])
+    x_t, f = ds.add_noise(x0, gamma, eps), torch.randn(6, 2, 4, 4)
+    v = -f * (1 - gamma).sqrt().view(-1, 1, 1, 1)
+    torch.testing.assert_close(ds.to_x0_eps(f, x_t, gamma)[0], dv.to_x0_eps(v, x_t, gamma)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ds.squared_error(f, x0, eps, gamma), dv.squared_error(v, x0, eps, gamma),
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sd", [0.25, 1.0])
+def test_x0_skip_passes_the_input_through_at_low_noise_and_the_output_at_high(sd):
+    """At gamma 1 the estimate is the input whatever the network says (what the video model's
+    x0 readout could not redraw, docs/video.md s21); at gamma 0 it is the network's output; in
+    between, c_skip = sd^2 / (sigma^2 + sd^2) of x_t / sqrt(gamma); the loss stays finite at both ends."""
+    d = Diffusion(pred="x0", x0_skip=sd, input_scale=0.5)
+    x0, eps, f = torch.rand(3, 1, 4, 4) - 0.5, torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    gamma = torch.tensor([1.0, 0.0, 0.8])
+    x_t = d.add_noise(x0, gamma, eps)
+    est = d.to_x0_eps(f, x_t, gamma)[0]
+    torch.testing.assert_close(est[0], x_t[0])
+    torch.testing.assert_close(est[1], f[1])
+    sd2, sigma2 = (sd * 0.5) ** 2, 0.2 / 0.8
+    c = sd2 / (sigma2 + sd2)
+    torch.testing.assert_close(est[2], c * x_t[2] / 0.8 ** 0.5 + (1 - c) * f[2])
+    err = d.squared_error(f, x0, eps, gamma)
+    assert torch.isfinite(err).all() and err[0].abs().max() < 1e-6
+    # at gamma 0 the weight is 1: the squared error of F in data units
+    torch.testing.assert_close(err[1], (f[1] - x0[1]) ** 2 / 0.25)
+    # the target F (an oracle's output) is finite at both ends, x0 itself at gamma 0, and exact in between
+    tgt = d.target(x0, eps, gamma)
+    assert torch.isfinite(tgt).all()
+    torch.testing.assert_close(tgt[1], x0[1])
+    torch.testing.assert_close(d.to_x0_eps(tgt, x_t, gamma)[0][1:], x0[1:])
+
+
+def test_x0_skip_needs_x0_prediction():
+    with pytest.raises(ValueError, match="x0_skip"):
+        Diffusion(pred="v", x0_skip=1.0)
+    from rinkit.config import load_config
+    with pytest.raises(Exception, match="x0_skip needs pred=x0"):
+        load_config("video-digits", overrides=["diffusion.pred=v", "diffusion.x0_skip=1"])
 
 
 class Counting(torch.nn.Module):

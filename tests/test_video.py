@@ -308,7 +308,7 @@ def test_trajectory_tool_splits_class_kept_by_predicted_frame(tmp_path, capsys):
     assert torch.is_grad_enabled()  # the tool leaves the caller's autograd switch as it found it
     out = capsys.readouterr().out
     rows = [r.split(" | ") for r in out.splitlines() if r.startswith("| 0.")]
-    assert len(rows) == 9 and "B. sampler" not in out
+    assert len(rows) == 11 and "B. sampler" not in out  # gamma 0.01 ... 0.99
     for r in rows:
         frames = [float(v) for v in r[5].split(" / ")]
         assert len(frames) == 4 and abs(sum(frames) / 4 - float(r[4])) < 0.011  # both rounded to 2 places
@@ -333,7 +333,17 @@ def test_guidance_sweep_scores_each_weight_and_interval_with_the_modality_metric
     assert rows[2]["video_digits_fid"] == rows[0]["video_digits_fid"] != rows[1]["video_digits_fid"]
     assert "| 3 | every step |" in capsys.readouterr().out
     assert sweep_main([str(run), "--intervals", "2,1"]) == 2
+    # the NFE study guides at each weight it is given, on the same clips (w = 0: the unguided row)
+    from benchmarks.nfe_study import main as nfe_main
+    assert nfe_main(["--ckpt", str(run), "--samples", "8", "--batch-size", "8", "--steps", "3", "--samplers", "ddpm",
+                     "--carry", "no", "--guidance", "0,3", "--metric", "video_digits_fid",
+                     "--out", str(tmp_path / "nfe")]) == 0
+    nfe = json.loads((tmp_path / "nfe.json").read_text())["rows"]
+    assert [r["guidance"] for r in nfe] == [0, 3] and nfe[0]["video_digits_fid"] != nfe[1]["video_digits_fid"]
+    assert nfe[0]["video_digits_fid"] == rows[0]["video_digits_fid"]  # the sweep's unguided row, same clips
+    assert "DDPM W=3 not carried" in (tmp_path / "nfe.md").read_text()
     plain = tmp_path / "plain"
-    train(load_config("video-digits", None, [*TINY, "train.steps=1", "train.ckpt_every=1"]), run_dir=plain, progress=False)
+    train(load_config("video-digits", None, [*TINY, "train.steps=1", "train.ckpt_every=1", "diffusion.context_dropout=0",
+                                             "sampler.guidance=0"]), run_dir=plain, progress=False)
     assert sweep_main([str(plain), "--samples", "4", "--guidance", "1"]) == 2
     assert "not trained for guidance" in capsys.readouterr().err

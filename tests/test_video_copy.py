@@ -162,11 +162,16 @@ def test_options_and_the_target_it_needs():
     build_model(load_config("video-digits", None, [*TINY, "modality_options.copy_window=3", "diffusion.pred=x0"]))
 
 
-def test_training_and_sampling_feed_the_copy_the_same_given_frames():
+@pytest.mark.parametrize("guided", [False, True])
+def test_training_and_sampling_feed_the_copy_the_same_given_frames(guided):
     """The loss's two passes and the sampler both call the detokenizer with the clean given
-    frames; its gradient reaches the copy's logits."""
+    frames; its gradient reaches the copy's logits. Guided (the preset: context dropout 0.1,
+    guidance at sigma > 1), a training example's given frames are either its own or the null
+    context, and a guided sampling step copies from the given frames in its conditional half
+    and from the null context in the other; the unguided steps from the given frames alone."""
     cfg = load_config("video-digits", None, [*TINY, "modality_options.copy_window=2", "diffusion.pred=x0",
-                                             "diffusion.self_cond_rate=0.9"])
+                                             "diffusion.self_cond_rate=0.9"]
+                      + ([] if guided else ["diffusion.context_dropout=0", "sampler.guidance=0"]))
     model, diff = build_model(cfg), build_diffusion(cfg)
     seen = []
     det = model.detokenizer
@@ -177,12 +182,19 @@ def test_training_and_sampling_feed_the_copy_the_same_given_frames():
     target, ctx, _ = condition(x, modality_options(cfg))
     loss = diff.loss(model, target, None, ctx)
     loss.backward()
-    assert len(seen) == 2 and all(torch.equal(s, ctx) for s in seen)
+    null = torch.zeros_like(ctx[0])
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])  # both passes see the same given data
+    assert all(torch.equal(s, c) or torch.equal(s, null) for s, c in zip(seen[0], ctx))
+    assert guided or torch.equal(seen[0], ctx)
     assert det.copy_logits.weight.grad.abs().sum() > 0
     seen.clear()
     from rinkit.sampling import generate
     generate(model.eval(), cfg, 2, None, 0, "cpu", context=ctx[:2])
-    assert len(seen) == cfg.sampler.steps and all(torch.equal(s, ctx[:2]) for s in seen)
+    assert len(seen) == cfg.sampler.steps
+    # the 3-step grid's sigmas: inf, 1.7, 0.6, so guidance (sigma > 1) takes the first two
+    n_guided = 2 if guided else 0
+    assert all(torch.equal(s, torch.cat([ctx[:2], torch.zeros_like(ctx[:2])])) for s in seen[:n_guided])
+    assert all(torch.equal(s, ctx[:2]) for s in seen[n_guided:])
 
 
 @pytest.mark.parametrize("kernels", [0, 1])

@@ -5,6 +5,17 @@ input scale b, so x_0 lies in [-b, b]:   x_t = sqrt(gamma) x_0 + sqrt(1 - gamma)
 The network predicts eps, x_0 or v = sqrt(gamma) eps - sqrt(1 - gamma) x_0 and every consumer
 (loss, clipping, samplers, guidance) goes through `to_x0_eps`, the single place that converts
 a prediction; the self-conditioning bugs of other ports came from converting in several places.
+
+x_0-prediction with `x0_skip` = sigma_data > 0 is EDM's preconditioning (Karras et al. 2022,
+c_skip): the estimate is c_skip x_t / sqrt(gamma) + (1 - c_skip) F, with F the network's output
+and c_skip = sigma_data^2 / (sigma^2 + sigma_data^2), sigma^2 = (1 - gamma) / gamma. At low noise
+the estimate is the input itself, which a network that must redraw every pixel from its tokens
+cannot match; at high noise it is F. (Measured worse than plain x_0- or v-prediction on the
+video and point presets: docs/video.md and docs/points.md, s21.) The loss is EDM's weighting,
+1 / (1 - c_skip) times the squared error of the estimate (a unit-scale loss for F at every
+noise level). With sigma_data = 1 this is v-prediction's parameterisation and loss, written
+with an x_0-shaped output, so a readout that builds an x_0 estimate from the data (the video
+plugin's copy) stays an x_0 estimate where the noise is high.
 """
 from __future__ import annotations
 
@@ -35,9 +46,12 @@ class Diffusion:
     def __init__(self, train_schedule: str | Schedule = "cosine", sample_schedule: str | Schedule = "cosine",
                  pred: str = "eps", input_scale: float = 1.0, self_cond_rate: float = 0.9,
                  cond_dropout: float = 0.0, num_classes: int = 0, self_cond_x0: bool = False,
-                 context_dropout: float = 0.0):
+                 context_dropout: float = 0.0, x0_skip: float = 0.0):
         if pred not in TARGETS:
             raise ValueError(f"unknown prediction target {pred!r}; choose one of {TARGETS}")
+        if x0_skip < 0 or (x0_skip > 0 and pred != "x0"):
+            raise ValueError(f"x0_skip (sigma_data) must be >= 0 and needs pred='x0', got {x0_skip} with pred={pred!r}")
+        self.x0_skip = float(x0_skip)
         as_sched = lambda s: parse_schedule(s) if isinstance(s, str) else s  # noqa: E731
         self.train_schedule, self.sample_schedule = as_sched(train_schedule), as_sched(sample_schedule)
         self.pred, self.b = pred, float(input_scale)
@@ -55,8 +69,20 @@ class Diffusion:
         g = broadcast(gamma, x0)
         return g.sqrt() * x0 + (1 - g).sqrt() * eps
 
+    def c_skip(self, gamma, like):
+        """EDM's c_skip at each gamma, broadcast like `like`: sigma_data^2 / (sigma^2 + sigma_data^2)
+        with sigma^2 = (1 - gamma) / gamma, written without dividing by gamma (finite at gamma 0)."""
+        g, sd2 = broadcast(gamma, like), (self.x0_skip * self.b) ** 2  # sigma_data of the scaled x_0
+        return sd2 * g / ((1 - g) + sd2 * g)
+
     def target(self, x0, eps, gamma):
         g = broadcast(gamma, x0)
+        if self.pred == "x0" and self.x0_skip:  # the F whose skip-combined estimate is x0
+            c, sd2 = self.c_skip(gamma, x0), (self.x0_skip * self.b) ** 2
+            # c x_t / sqrt(gamma) = c x0 + c sigma eps, c sigma written finite at gamma 0; at gamma 1
+            # every F gives x0 (0 / clamped 0)
+            c_sigma = sd2 * (g * (1 - g)).sqrt() / ((1 - g) + sd2 * g)
+            return (x0 - c * x0 - c_sigma * eps) / (1 - c).clamp_min(1e-6)
         return {"eps": eps, "x0": x0, "v": g.sqrt() * eps - (1 - g).sqrt() * x0}[self.pred]
 
     def to_x0_eps(self, pred, x_t, gamma, clip: bool = False):
@@ -67,6 +93,10 @@ class Diffusion:
         if self.pred == "eps":
             x0, eps = (x_t - s1g * pred) / sg, pred
         elif self.pred == "x0":
+            if self.x0_skip:
+                c, sd2 = self.c_skip(gamma, x_t), (self.x0_skip * self.b) ** 2
+                # c x_t / sqrt(gamma), written as sd^2 sqrt(gamma) / (...) x_t: finite at gamma 0
+                pred = sd2 * sg / ((1 - g) + sd2 * g) * x_t + (1 - c) * pred
             x0, eps = pred, (x_t - sg * pred) / s1g
         else:  # v
             x0, eps = sg * x_t - s1g * pred, s1g * x_t + sg * pred
@@ -75,8 +105,15 @@ class Diffusion:
             eps = (x_t - sg * x0) / s1g
         return x0, eps
 
-    def squared_error(self, pred, x0, eps, gamma):
+    def squared_error(self, pred, x0, eps, gamma, x_t=None):
         """Elementwise squared error of a prediction against the target, the loss's terms."""
+        if self.pred == "x0" and self.x0_skip:
+            if x_t is None:
+                x_t = self.add_noise(x0, gamma, eps)
+            est = self.to_x0_eps(pred.float(), x_t.float(), gamma)[0]
+            # EDM's weight 1 / c_out^2, over its high-noise limit 1 / sigma_data^2
+            # (at gamma 1 the estimate is x_0 itself: 0 / clamped 0)
+            return (est - x0.float()) ** 2 / (1 - self.c_skip(gamma, est)).clamp_min(1e-6) / self.b ** 2
         err = (pred.float() - self.target(x0, eps, gamma).float()) ** 2
         if self.pred == "x0":
             err = err / self.b ** 2  # in data units; unclipped, unlike the official x-loss (docs/method.md §9)
@@ -138,7 +175,7 @@ class Diffusion:
                 est = self.to_x0_eps(pred1.float(), x_t, gamma, clip=True)[0]
                 kw = {"prev_x0": (est * broadcast(keep.to(est.dtype), est)).to(x_t.dtype)}
         pred, _ = model(x_t, gamma, self.drop_labels(labels, generator), prev, context, **kw)
-        err = self.squared_error(pred, x0, eps, gamma)
+        err = self.squared_error(pred, x0, eps, gamma, x_t)
         if loss_mask is None:
             return err.mean()
         mask = loss_mask.to(err.dtype).expand_as(err)

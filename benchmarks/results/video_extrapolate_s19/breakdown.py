@@ -3,7 +3,7 @@ digit bounces off a wall during the predicted frames against clips on a straight
 constant-velocity extrapolation (last given frame moved on at its last measured step) on the same
 clips. The trainer's evaluation clips (test split, clips 0..n-1) and its sampler, seed 1.
 
-    python benchmarks/results/video_extrapolate_s19/breakdown.py CKPT [--clips 128] [--set name=ddim steps=20]
+    python benchmarks/results/video_extrapolate_s19/breakdown.py CKPT [--clips 128] [--set name=ddim steps=20 guidance=2.0 guidance_interval=1,inf]
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def main(argv=None) -> None:
     ap.add_argument("--clips", type=int, default=128)
     ap.add_argument("--set", nargs="*", default=[], help="sampler overrides, e.g. name=ddim steps=20")
     a = ap.parse_args(argv)
-    over = {k: (v if k == "name" or k == "ddpm_variance" else (float(v) if "." in v else int(v)))
+    over = {k: (v if k == "name" or k == "ddpm_variance" else tuple(float(u) for u in v.split(","))
+                if "," in v else (float(v) if "." in v else int(v)))  # guidance_interval=1,inf: a pair
             for k, v in (s.split("=", 1) for s in a.set)}
     model, cfg, dev = load_for_sampling(a.ckpt, "cpu")
     opts = cfg.options
