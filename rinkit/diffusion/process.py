@@ -69,20 +69,20 @@ class Diffusion:
         g = broadcast(gamma, x0)
         return g.sqrt() * x0 + (1 - g).sqrt() * eps
 
-    def c_skip(self, gamma, like):
-        """EDM's c_skip at each gamma, broadcast like `like`: sigma_data^2 / (sigma^2 + sigma_data^2)
-        with sigma^2 = (1 - gamma) / gamma, written without dividing by gamma (finite at gamma 0)."""
+    def skip(self, gamma, like):
+        """EDM's c_skip = sigma_data^2 / (sigma^2 + sigma_data^2), sigma^2 = (1 - gamma) / gamma, and
+        the coefficient a = c_skip / sqrt(gamma) it puts on x_t, both broadcast like `like` and
+        written without dividing by gamma (finite at gamma 0): the estimate is a x_t + (1 - c) F."""
         g, sd2 = broadcast(gamma, like), (self.x0_skip * self.b) ** 2  # sigma_data of the scaled x_0
-        return sd2 * g / ((1 - g) + sd2 * g)
+        den = (1 - g) + sd2 * g
+        return sd2 * g / den, sd2 * g.sqrt() / den
 
     def target(self, x0, eps, gamma):
         g = broadcast(gamma, x0)
         if self.pred == "x0" and self.x0_skip:  # the F whose skip-combined estimate is x0
-            c, sd2 = self.c_skip(gamma, x0), (self.x0_skip * self.b) ** 2
-            # c x_t / sqrt(gamma) = c x0 + c sigma eps, c sigma written finite at gamma 0; at gamma 1
-            # every F gives x0 (0 / clamped 0)
-            c_sigma = sd2 * (g * (1 - g)).sqrt() / ((1 - g) + sd2 * g)
-            return (x0 - c * x0 - c_sigma * eps) / (1 - c).clamp_min(1e-6)
+            c, a = self.skip(gamma, x0)
+            # at gamma 1 every F gives x0 (0 / clamped 0)
+            return (x0 - a * self.add_noise(x0, gamma, eps)) / (1 - c).clamp_min(1e-6)
         return {"eps": eps, "x0": x0, "v": g.sqrt() * eps - (1 - g).sqrt() * x0}[self.pred]
 
     def to_x0_eps(self, pred, x_t, gamma, clip: bool = False):
@@ -94,9 +94,8 @@ class Diffusion:
             x0, eps = (x_t - s1g * pred) / sg, pred
         elif self.pred == "x0":
             if self.x0_skip:
-                c, sd2 = self.c_skip(gamma, x_t), (self.x0_skip * self.b) ** 2
-                # c x_t / sqrt(gamma), written as sd^2 sqrt(gamma) / (...) x_t: finite at gamma 0
-                pred = sd2 * sg / ((1 - g) + sd2 * g) * x_t + (1 - c) * pred
+                c, a = self.skip(gamma, x_t)
+                pred = a * x_t + (1 - c) * pred
             x0, eps = pred, (x_t - sg * pred) / s1g
         else:  # v
             x0, eps = sg * x_t - s1g * pred, s1g * x_t + sg * pred
@@ -113,7 +112,7 @@ class Diffusion:
             est = self.to_x0_eps(pred.float(), x_t.float(), gamma)[0]
             # EDM's weight 1 / c_out^2, over its high-noise limit 1 / sigma_data^2
             # (at gamma 1 the estimate is x_0 itself: 0 / clamped 0)
-            return (est - x0.float()) ** 2 / (1 - self.c_skip(gamma, est)).clamp_min(1e-6) / self.b ** 2
+            return (est - x0.float()) ** 2 / (1 - self.skip(gamma, est)[0]).clamp_min(1e-6) / self.b ** 2
         err = (pred.float() - self.target(x0, eps, gamma).float()) ** 2
         if self.pred == "x0":
             err = err / self.b ** 2  # in data units; unclipped, unlike the official x-loss (docs/method.md §9)
