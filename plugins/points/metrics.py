@@ -142,7 +142,7 @@ class PointMetric:
 
 
 # -- reading a cloud's class: how well the built-in shapes are "told apart" ---------------------------
-# The render target is that a person tells spheres, boxes, tori and cylinders apart. This
+# A render of the built-in shapes is judged by whether a person tells the four classes apart. This
 # classifier, trained on the real train clouds only, puts a number on it (as the digits classifier
 # does for video's "class kept"): the fraction of a class's samples read as that class. Its inputs
 # per point are pose-free: the point in the cloud's principal-axes frame (centred, |coordinates|
