@@ -28,6 +28,7 @@ class PointOptions(BaseModel):
     # interface tokens: one per point (PointInfinity's data stream), or one per group of points
     tokens: Literal["points", "groups"] = "points"
     fourier_freqs: int = Field(6, ge=0)
+    fourier_directions: int = Field(0, ge=0)  # 0: the coordinate axes (NeRF); else this many random ones per frequency
     local_k: int = Field(0, ge=0)       # tokens = "points": also embed the offsets to the k nearest points
     num_groups: int = Field(64, ge=1)   # tokens = "groups": how many (farthest-point centres)
     group_size: int = Field(16, ge=1)   # tokens = "groups": points per group (k nearest of each centre)
@@ -64,15 +65,15 @@ class VoxelOptions(BaseModel):
 def _point_tokenizer(o: PointOptions, dim: int):
     from rinkit_plugins.points import tokenizer as t
     if o.tokens == "points":
-        return t.PointTokenizer(dim, o.fourier_freqs, o.local_k)
-    return t.PointGroupTokenizer(o.num_groups, o.group_size, dim, o.fourier_freqs)
+        return t.PointTokenizer(dim, o.fourier_freqs, o.local_k, o.fourier_directions)
+    return t.PointGroupTokenizer(o.num_groups, o.group_size, dim, o.fourier_freqs, o.fourier_directions)
 
 
 def _point_detokenizer(o: PointOptions, dim: int):
     from rinkit_plugins.points import tokenizer as t
     if o.tokens == "points":
         return t.PointDetokenizer(o.num_points, dim)
-    return t.PointGroupDetokenizer(dim, o.fourier_freqs, o.neighbours)
+    return t.PointGroupDetokenizer(dim, o.fourier_freqs, o.neighbours, o.fourier_directions)
 
 
 def _voxel_tokenizer(o: VoxelOptions, dim: int):

@@ -15,6 +15,8 @@ Set-to-set measures, generated set S_g vs held-out reference set S_r (for D in {
           able; 1.0 = fully separable; below 0.5 happens when samples copy the references)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -137,3 +139,80 @@ class PointMetric:
             return out
         return set_metrics(list(samples.detach().float().cpu().numpy()), list(ref.numpy()), self.emd_points,
                            self.with_emd)
+
+
+# -- reading a cloud's class: how well the built-in shapes are "told apart" ---------------------------
+# A render of the built-in shapes is judged by whether a person tells the four classes apart. This
+# classifier, trained on the real train clouds only, puts a number on it (as the digits classifier
+# does for video's "class kept"): the fraction of a class's samples read as that class. Its inputs
+# per point are pose-free: the point in the cloud's principal-axes frame (centred, |coordinates|
+# so that the axes' signs do not matter) and the three principal spreads of its 16 nearest
+# neighbours (flat face, edge, curved side), read by a PointNet (shared MLP, max-pool; Qi et al.
+# 2017). Every training cloud gets Gaussian jitter of its own std in [0, 0.04): trained on clean
+# clouds only, it read any fuzzy surface as a torus (the class with the thickest real surface) and
+# real boxes with 0.02 of jitter as cylinders half the time, i.e. it measured thickness, which
+# `thickness` already does; with the jitter it reads the outline, as an eye does. Measured on 256
+# held-out clouds (s22): a box read as a box in 97 % (clean) / 91 % (0.03 jitter), a cylinder in
+# 89 % / 89 %, spheres and tori 100 %. (A plain PointNet on raw coordinates: boxes about 80 %.)
+def local_spreads(x: torch.Tensor, k: int = 16) -> torch.Tensor:
+    """(B, N, 3): per point, the principal standard deviations of its k nearest neighbours
+    (itself included), smallest first: the per-point quantity behind `thickness`."""
+    x = x.float()
+    idx = torch.cdist(x, x).topk(k, dim=-1, largest=False).indices  # (B, N, k)
+    nb = torch.gather(x[:, None].expand(-1, x.shape[1], -1, -1), 2, idx[..., None].expand(-1, -1, -1, 3))
+    c = nb - nb.mean(2, keepdim=True)
+    return torch.linalg.eigvalsh(torch.einsum("bnki,bnkj->bnij", c, c) / k).clamp_min(0).sqrt()
+
+
+class ShapeNet(torch.nn.Module):
+    def __init__(self, classes: int = 4):
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 256))
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, classes))
+
+    @staticmethod
+    def features(x: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) clouds -> (B, N, 6) per-point features that no rotation or shift changes."""
+        x = x.float()
+        c = x - x.mean(1, keepdim=True)
+        v = torch.linalg.svd(c, full_matrices=False).Vh  # (B, 3, 3): principal axes, largest first
+        return torch.cat([(c @ v.transpose(1, 2)).abs(), 10 * local_spreads(x)], -1)  # x10: spreads ~0.01-0.1
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(f).max(1).values)
+
+
+@functools.lru_cache(maxsize=2)
+@torch.enable_grad()  # first use is often inside a no_grad evaluation
+def shape_classifier(num_points: int = 256, epochs: int = 20, seed: int = 0, jitter: float = 0.04) -> ShapeNet:
+    """Trained once per process and point count, deterministically, on the built-in train split
+    (2,048 clouds, fresh jitter every epoch; about a minute on one core at 256 points)."""
+    from rinkit_plugins.points.data import shape_clouds
+    x, y = shape_clouds(num_points, "train").tensors()
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = ShapeNet()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-len(x) // 64))
+    for _ in range(epochs):
+        noisy = x + jitter * torch.rand(len(x), 1, 1, generator=g) * torch.randn(x.shape, generator=g)
+        f = torch.cat([ShapeNet.features(b) for b in noisy.split(256)])
+        for idx in torch.randperm(len(x), generator=g).split(64):
+            loss = torch.nn.functional.cross_entropy(net(f[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def class_read(x: torch.Tensor, labels: torch.Tensor) -> dict[int, float]:
+    """{class: fraction of its clouds the shape classifier reads as that class} for clouds x
+    (B, N, 3) of the built-in shapes with their intended labels."""
+    net = shape_classifier(x.shape[1])
+    pred = torch.cat([net(ShapeNet.features(b)) for b in x.detach().float().cpu().split(256)]).argmax(1)
+    labels = labels.cpu()
+    return {int(c): float((pred[labels == c] == c).float().mean()) for c in labels.unique()}

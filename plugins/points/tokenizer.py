@@ -58,23 +58,34 @@ def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 class Fourier(nn.Module):
-    """xyz -> [xyz, sin(2^k pi xyz), cos(2^k pi xyz)] for k < n_freqs (NeRF-style)."""
+    """xyz -> [xyz, sin(2^k pi u.xyz), cos(2^k pi u.xyz)] for k < n_freqs, u over a set of unit
+    directions: the coordinate axes (NeRF-style, `directions` = 0), or `directions` fixed random
+    ones per frequency (seeded, so every model draws the same; Tancik et al. 2020's random
+    Fourier features with NeRF's frequency ladder). The shapes come in every pose, and a face
+    whose normal is off the axes is a sum of products of axis-aligned features, but close to a
+    single feature along a nearby random direction."""
 
-    def __init__(self, n_freqs: int):
+    def __init__(self, n_freqs: int, directions: int = 0):
         super().__init__()
-        self.register_buffer("freqs", (2.0 ** torch.arange(n_freqs)) * math.pi, persistent=False)
-        self.dim = 3 + 6 * n_freqs
+        freqs = (2.0 ** torch.arange(n_freqs)) * math.pi
+        if directions:
+            u = torch.randn(n_freqs, directions, 3, generator=torch.Generator().manual_seed(0))
+            proj = (u / u.norm(dim=-1, keepdim=True) * freqs[:, None, None]).flatten(0, 1).T  # (3, n * directions)
+        else:  # column c * n + k = axis c at frequency k: the order trained weights were saved with
+            proj = (torch.eye(3)[:, :, None] * freqs).flatten(1)
+        self.register_buffer("proj", proj.contiguous(), persistent=False)
+        self.dim = 3 + 2 * self.proj.shape[1]
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        arg = (p[..., None] * self.freqs).flatten(-2)
+        arg = p @ self.proj
         return torch.cat([p, arg.sin(), arg.cos()], dim=-1)
 
 
 class PointGroupTokenizer(nn.Module):
-    def __init__(self, num_groups: int, group_size: int, dim: int, n_freqs: int = 6):
+    def __init__(self, num_groups: int, group_size: int, dim: int, n_freqs: int = 6, directions: int = 0):
         super().__init__()
         self.g, self.k = num_groups, group_size
-        self.fourier = Fourier(n_freqs)
+        self.fourier = Fourier(n_freqs, directions)
         self.local = nn.Sequential(nn.Linear(self.fourier.dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.centre = nn.Sequential(nn.Linear(self.fourier.dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.norm = layer_norm(dim)
@@ -89,10 +100,10 @@ class PointGroupTokenizer(nn.Module):
 
 
 class PointGroupDetokenizer(nn.Module):
-    def __init__(self, dim: int, n_freqs: int = 6, neighbours: int = 3):
+    def __init__(self, dim: int, n_freqs: int = 6, neighbours: int = 3, directions: int = 0):
         super().__init__()
         self.neighbours = neighbours
-        self.fourier = Fourier(n_freqs)
+        self.fourier = Fourier(n_freqs, directions)
         self.norm = layer_norm(dim)
         self.point = nn.Linear(self.fourier.dim, dim)
         self.out = nn.Sequential(nn.GELU(), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 3))
@@ -116,10 +127,10 @@ class PointTokenizer(nn.Module):
     linear layer. Pooling before the second layer keeps the cost per neighbour at 3 x dim.
     Both parts depend on content only, never on the point's index."""
 
-    def __init__(self, dim: int, n_freqs: int = 6, k: int = 16):
+    def __init__(self, dim: int, n_freqs: int = 6, k: int = 16, directions: int = 0):
         super().__init__()
         self.k = k
-        self.fourier = Fourier(n_freqs)
+        self.fourier = Fourier(n_freqs, directions)
         self.pos = nn.Sequential(nn.Linear(self.fourier.dim, dim), nn.GELU(), nn.Linear(dim, dim))
         if k > 0:
             self.edge = nn.Linear(3, dim)
