@@ -33,7 +33,7 @@ import argparse
 
 import torch
 
-from rinkit_plugins.points.metrics import class_read
+from rinkit_plugins.points.metrics import class_read, local_spreads
 
 
 def references(preset: str, n: int, overrides: list[str], with_emd: bool = True,
@@ -84,12 +84,7 @@ def extents(x: torch.Tensor, labels: torch.Tensor | None) -> dict[int, list[floa
 def thickness(x: torch.Tensor, labels: torch.Tensor | None, k: int = 16) -> dict[int, float]:
     """{class: mean local thickness} of clouds x (B, N, 3): per point, the smallest principal
     standard deviation of its k nearest neighbours (itself included)."""
-    x = x.float()
-    idx = torch.cdist(x, x).topk(k, dim=-1, largest=False).indices  # (B, N, k)
-    nb = torch.gather(x[:, None].expand(-1, x.shape[1], -1, -1), 2, idx[..., None].expand(-1, -1, -1, 3))
-    c = nb - nb.mean(2, keepdim=True)
-    lam = torch.linalg.eigvalsh(torch.einsum("bnki,bnkj->bnij", c, c) / k)[..., 0].clamp_min(0).sqrt()
-    per_cloud = lam.mean(1)
+    per_cloud = local_spreads(x, k)[..., 0].mean(1)
     labels = torch.zeros(len(x), dtype=torch.long) if labels is None else labels.cpu()
     return {int(cls): float(per_cloud[labels == cls].mean()) for cls in labels.unique()}
 
@@ -108,11 +103,12 @@ def real_shape_stats(ckpt_or_preset: str, n: int) -> dict[int, list[float]]:
     from rinkit.config import load_config
     cfg = load_config(ckpt_or_preset, None, [])
     r = resolve(cfg)
-    ds, held_out = (r.dataset.build(r.options, cfg.data, split) for split in ("train", "test"))
+    ds = r.dataset.build(r.options, cfg.data, "train")
     items = [ds[i] for i in range(n)]
-    # the classifier learnt the train clouds, so it is scored on as many held-out ones (same labels:
-    # both splits cycle through the classes)
-    read = torch.stack([held_out[i][0] for i in range(n)]) if _built_in_shapes(cfg) else None
+    read = None
+    if _built_in_shapes(cfg):  # the classifier learnt the train clouds, so it reads as many held-out
+        held_out = r.dataset.build(r.options, cfg.data, "test")  # ones (both splits cycle through the classes)
+        read = torch.stack([held_out[i][0] for i in range(n)])
     return shape_stats(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]), read)
 
 
