@@ -467,7 +467,7 @@ def test_canonical_pose_serves_the_train_split_turned_and_sampling_turns_it_back
     def spy(x, gens):
         seen.append(x.clone())
         return real(x, gens)
-    plain = generate(model, small_points_cfg(), 4, labels, 0, "cpu")
+    plain = generate(model, small_points_cfg("modality_options.canonical_pose=false"), 4, labels, 0, "cpu")
     monkeypatch.setattr(pose, "random_pose", spy)
     posed = generate(model, cfg, 4, labels, 0, "cpu")  # the same draws, each then given its own pose
     assert len(seen) == 1 and torch.equal(seen[0], plain)
