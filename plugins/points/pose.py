@@ -14,10 +14,12 @@ should leave it off. (Canonicalisation as a route to invariance: Kaba et al. 202
 with learned canonicalization functions"; the frame here is fixed, not learned.)
 
 The frame is the cloud's minimum-volume bounding box: the best of 1,024 seeded Haar rotations and
-the principal axes, refined by four rounds of 128 small turns (down to 0.6 degrees). The principal
-axes alone are not enough: with 256 points on a box whose sides differ by a third, the sampling
-noise of the covariance turns them 20-30 degrees off the faces, while the box search lands within
-0.2 % of the true box's volume. Axes are ordered by decreasing extent; each points where the
+the principal axes, refined by six rounds of 64 small turns (down to 0.3 degrees); about 3 ms per
+256-point cloud on one core. The principal axes alone are not enough: at 256 points the sampling
+noise of a box's covariance is of the order of the gaps between its eigenvalues, so the axes land
+well off the faces (one train box: 27 degrees), and only 2 % of 100 train boxes got a bounding
+box within 10 % of the true one's volume; the box search is within 0.3 % for 90 % of them and
+0.9 % for the worst. Axes are ordered by decreasing extent; each points where the
 cloud's third moment along it is positive, and the last is flipped where needed to keep det +1.
 Where a shape is symmetric (a sphere, a cylinder's or torus's axis) the frame about the symmetry
 is arbitrary, which the shape does not notice."""
@@ -74,7 +76,7 @@ def canonical_frame(x: torch.Tensor) -> torch.Tensor:
     cloud in its own frame."""
     c = (x - x.mean(0)).double()
     coarse, turns = _candidates()
-    c32 = c.float()  # the search in float32 (2x faster); the frame it picks is kept in float64
+    c32 = c.float()  # the search in float32; the frame it picks is kept in float64
     frames = torch.cat([coarse, principal_frame(c)[None]])
     best = frames[_box_volume(c32, frames.float()).argmin()]
     for t in turns:
