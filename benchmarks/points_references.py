@@ -49,7 +49,7 @@ def references_for(cfg, n: int, with_emd: bool = True, real_only: bool = False) 
     r = resolve(cfg)
     o = r.options
     metric = PointMetric(cfg.modality, o, cfg.data, with_emd=with_emd)
-    ds = r.dataset.build(o, cfg.data, "train")
+    ds = real_clouds(r, cfg, "train")
     x = torch.stack([ds[i][0] for i in range(n)])
     if cfg.modality == "voxels":
         flip = lambda p: torch.where(torch.rand(x.shape, generator=g) < p, -x, x)  # noqa: E731
@@ -103,13 +103,22 @@ def real_shape_stats(ckpt_or_preset: str, n: int) -> dict[int, list[float]]:
     from rinkit.config import load_config
     cfg = load_config(ckpt_or_preset, None, [])
     r = resolve(cfg)
-    ds = r.dataset.build(r.options, cfg.data, "train")
+    ds = real_clouds(r, cfg, "train")
     items = [ds[i] for i in range(n)]
     read = None
     if _built_in_shapes(cfg):  # the classifier learnt the train clouds, so it reads as many held-out
         held_out = r.dataset.build(r.options, cfg.data, "test")  # ones (both splits cycle through the classes)
         read = torch.stack([held_out[i][0] for i in range(n)])
     return shape_stats(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]), read)
+
+
+def real_clouds(r, cfg, split: str):
+    """A split as the data has it: with `canonical_pose` the training split is served to the model
+    turned into each cloud's own frame (plugins/points/pose.py), and the references are the data."""
+    o = r.options
+    if getattr(o, "canonical_pose", False):
+        o = o.model_copy(update={"canonical_pose": False})
+    return r.dataset.build(o, cfg.data, split)
 
 
 def _built_in_shapes(cfg) -> bool:

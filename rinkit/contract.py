@@ -14,6 +14,7 @@ one-line `ContractError` naming the plugin, the hook and what was expected vs wh
     detokenizer    forward(tokens, context, state) -> exactly the input's shape: no broadcasting
     round trip     modalities declared `invertible`: a fresh tokenizer / detokenizer pair,
                    briefly fitted on noise, reconstructs other noise: detokenize(tokenize(x)) ~ x
+    finish         modalities that have it: samples of the same shape back, finite
     write_samples  a list of the paths it wrote, all existing
     metrics        dict[str, float], and no key returned by two metrics
 
@@ -260,6 +261,17 @@ class _Checker:
                                            "back where the tokenizer took them?")
         return f"relative error {err:.3f} after {step} fitting steps on noise"
 
+    def finish(self, x) -> str:
+        gens = [torch.Generator().manual_seed(i) for i in range(len(x))]
+        with self.calling("finish"):
+            out = self.modality.finish(x, self.opts, gens)
+        if not torch.is_tensor(out) or tuple(out.shape) != tuple(x.shape):
+            raise self.fail("finish", f"expected samples of exactly the input's shape {tuple(x.shape)}, "
+                                      f"got {_shape(out)}")
+        if not torch.isfinite(out).all():
+            raise self.fail("finish", "expected finite samples, got NaN or infinite values")
+        return f"{tuple(out.shape[1:])} per sample"
+
     def writer(self, x, labels, context) -> str:
         with tempfile.TemporaryDirectory(prefix="rinkit-check-") as tmp:
             stem = Path(tmp) / "samples"
@@ -348,6 +360,9 @@ def check(cfg: ConfigLike, dataset=None, device: torch.device | str = "cpu", *, 
             t0 = time.perf_counter()
             c.ok("round trip", c.round_trip(shape, ctx_shape), t0)
         labels = y_all if cfg.model.num_classes else None
+        if c.modality.finish is not None:
+            t0 = time.perf_counter()
+            c.ok("finish", c.finish(target.to(device)), t0)
         if writer:
             t0 = time.perf_counter()
             c.ok("write_samples", c.writer(target, labels, context), t0)

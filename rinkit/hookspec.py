@@ -56,6 +56,12 @@ class Modality:
         a per-interface-token value (B, N) in [0, 1] onto the data x (B, *sample_shape) in [-1, 1]
         (`state`: the tokenizer's state for x; `context`: the clean conditioning), e.g. a heatmap
         over an image's patches. `rinkit routing` uses it; without it a token-index plot is drawn.
+    finish(samples, options, generators) -> samples of the same shape: optional; turns what the
+        sampler drew into data, for a modality whose training split is served in another form
+        (the points plugin's `canonical_pose`: shapes learned in their own frame get a uniform
+        random pose). `generators` holds one torch.Generator per sample (CPU), already used for
+        that sample's noise, so the result is as seeded as the samples. Every sampling path
+        (`rinkit sample`, the trainer's samples and metrics, the Python API) goes through it.
     """
     name: str
     description: str
@@ -69,6 +75,7 @@ class Modality:
     context_shape: Callable[[Any], tuple[int, ...]] | None = None
     invertible: bool = False
     token_view: Callable[..., Any] | None = None
+    finish: Callable[..., Any] | None = None
 
 
 @dataclass

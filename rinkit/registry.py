@@ -279,6 +279,9 @@ def _check_item(hook: str, item: Any) -> str | None:
             return bad("condition", "condition and context_shape given together", item.condition)
         if item.condition is not None and not (callable(item.condition) and callable(item.context_shape)):
             return bad("condition", "callables condition and context_shape", item.condition)
+        for f in ("token_view", "finish"):
+            if getattr(item, f) is not None and not callable(getattr(item, f)):
+                return bad(f, "a callable or None", getattr(item, f))
         return None
     spec = item
     if not isinstance(spec.modality, str) or not isinstance(spec.name, str) or not _NAME.fullmatch(spec.name):

@@ -61,7 +61,8 @@ def generate(model, cfg: ConfigLike, n: int, labels: torch.Tensor | None, seed: 
     fields (name, steps, eta, guidance, guidance_interval, ddpm_variance) may be overridden. `labels` and `context`
     hold the n examples' labels / clean conditioning. `progress(k)` is called after each batch
     of k samples. Returns data in [-1, 1] on the CPU."""
-    diffusion, shape = build_diffusion(cfg), resolve(cfg).sample_shape
+    r = resolve(cfg)
+    diffusion, shape = build_diffusion(cfg), r.sample_shape
     s = cfg.sampler.model_copy(update=sampler_overrides)
     out = []
     for i in range(0, n, batch_size):
@@ -73,6 +74,8 @@ def generate(model, cfg: ConfigLike, n: int, labels: torch.Tensor | None, seed: 
                    guidance=s.guidance if guided(cfg) else 0.0, ddpm_variance=s.ddpm_variance,
                    guidance_interval=s.guidance_interval, carry_latents=carry_latents, context=ctx,
                    generator=gens, device=device)
+        if r.impl.finish is not None:  # e.g. a uniform random pose for shapes learned in their own frame
+            x = r.impl.finish(x, r.options, gens)
         out.append(x.cpu())
         if progress is not None:
             progress(b)

@@ -183,6 +183,11 @@ def test_plugin_that_fails_to_import(site, capsys, prepend, message):
      """, "rinkit_modalities returned Modality 'timeseries' with options=dict, expected a pydantic BaseModel subclass"),
     ("""
      @hookimpl
+     def rinkit_modalities():
+         return [Modality(NAME, "ts", Options, Tokenizer, Detokenizer, sample_shape, write, finish="rotate")]
+     """, "rinkit_modalities returned Modality 'timeseries' with finish='rotate', expected a callable or None"),
+    ("""
+     @hookimpl
      def rinkit_modality():  # misspelled
          return []
      """, "unknown hook rinkit_modality; did you mean rinkit_modalities?"),
@@ -206,7 +211,8 @@ def test_plugin_that_fails_to_import(site, capsys, prepend, message):
      def rinkit_metrics():
          return [MetricSpec("image", "digits_fid", "my FID", lambda o, d: SpectrumMetric(o))]
      """, "metric 'image/digits_fid' is already registered by plugin 'image' (rinkit 0.1.0)"),
-], ids=["hook-raises", "missing-field", "not-a-list", "wrong-item-type", "options-not-pydantic", "misspelled-hook",
+], ids=["hook-raises", "missing-field", "not-a-list", "wrong-item-type", "options-not-pydantic", "finish-not-callable",
+         "misspelled-hook",
         "hookimpl-forgotten", "preset-missing", "modality-clash", "dataset-clash", "metric-clash"])
 def test_broken_plugin_is_named_and_skipped(site, capsys, patch, message):
     site(patch=patch)
@@ -314,6 +320,13 @@ def test_runtime_registration_refuses_a_misspelled_hook():
          np.save(path, samples.numpy())  # and forgets to return the paths
      """, "rinkit_modalities 'timeseries' write_samples: expected a list of the files written"),
     ("""
+     @hookimpl
+     def rinkit_modalities():  # a finish that drops a channel
+         return [Modality(NAME, "ts", Options, Tokenizer, Detokenizer, sample_shape, write, default_preset="timeseries",
+                          invertible=True, finish=lambda x, o, gens: x[:, :1])]
+     """, "rinkit_modalities 'timeseries' finish: expected samples of exactly the input's shape (4, 2, 64), "
+          "got (4, 1, 64)"),
+    ("""
      class SpectrumMetric(SpectrumMetric):
          def __call__(self, samples, labels=None):
              return {k: str(v) for k, v in super().__call__(samples, labels).items()}
@@ -325,7 +338,7 @@ def test_runtime_registration_refuses_a_misspelled_hook():
              return 3 * x, y
      """, "rinkit_datasets 'timeseries/waves' items: expected values in [-1, 1], got"),
 ], ids=["detokenizer-broadcasts", "detokenizer-not-inverse", "tokens-BDN", "tokens-old-form", "detokenizer-no-state",
-         "sample-shape", "writer-returns-none",
+         "sample-shape", "writer-returns-none", "finish-changes-shape",
         "metric-returns-str", "data-out-of-range"])
 def test_contract_mistake_stops_before_the_first_step(site, capsys, tmp_path, patch, message):
     site(patch=patch)

@@ -397,3 +397,79 @@ def test_a_points_model_denoises_clouds_of_any_size(tmp_path):
     train(load_config("points-shapes", None, [*TINY, *over, "model.num_classes=0", "sampler.guidance=0",
                                               "train.steps=1", "train.ckpt_every=1"]), run_dir=unconditional, progress=False)
     assert render_main(["--ckpt", str(unconditional), "--guidance", "2", "--out", str(tmp_path / "u")]) == 2
+
+
+# -- canonical pose (plugins/points/pose.py) -------------------------------------------------------
+
+def _dists(x):
+    return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # exact to float32 rounding
+
+
+def _posed_box(sides, rotation, shift, n=256, seed=0):
+    """A box surface cloud with half-sides `sides`, turned by `rotation` and moved by `shift`."""
+    shape = shapes.Shape(1, tuple(sides), np.asarray(rotation), 1.0, np.asarray(shift))
+    return torch.from_numpy(shape.surface(n, np.random.default_rng(seed)).astype(np.float32))
+
+
+def test_canonical_pose_finds_a_box_frame_whatever_the_pose():
+    from rinkit_plugins.points import pose
+    rng = np.random.default_rng(3)
+    sides = (0.45, 0.3, 0.2)
+    outs = []
+    for k in range(3):  # the same points in three poses
+        x = _posed_box(sides, shapes.random_rotation(rng), rng.uniform(-0.1, 0.1, 3))
+        v = pose.canonical_frame(x)
+        assert torch.allclose(v.T @ v, torch.eye(3, dtype=v.dtype), atol=1e-6) and torch.linalg.det(v) > 0
+        y = pose.canonical(x)
+        assert torch.allclose(_dists(x), _dists(y), atol=1e-4)    # a rigid turn...
+        assert torch.allclose(x.mean(0), y.mean(0), atol=1e-5)    # ...about the centroid
+        half = (y.amax(0) - y.amin(0)) / 2                          # axis-aligned, longest first
+        assert torch.allclose(half, torch.tensor(sides), atol=0.01), half
+        outs.append((y - y.mean(0)).abs().sort(0).values)
+    # the frame is a function of the shape alone: every pose gives the same cloud (up to axis signs)
+    assert (outs[0] - outs[1]).abs().max() < 0.01 and (outs[0] - outs[2]).abs().max() < 0.01
+
+
+def test_random_pose_is_a_seeded_uniform_turn_about_the_centroid():
+    from rinkit_plugins.points import pose
+    x = torch.stack([_posed_box((0.4, 0.3, 0.2), np.eye(3), (0.05, 0.0, -0.05), seed=s) for s in range(4)])
+    gens = lambda: [torch.Generator().manual_seed(10 + i) for i in range(4)]  # noqa: E731
+    a, b = pose.random_pose(x, gens()), pose.random_pose(x, gens())
+    assert torch.equal(a, b) and not torch.allclose(a, x, atol=0.05)
+    assert torch.allclose(_dists(a), _dists(x), atol=1e-4)
+    assert torch.allclose(a.mean(1), x.mean(1), atol=1e-5)
+    r = pose.haar_rotations([torch.Generator().manual_seed(i) for i in range(4000)])
+    assert torch.allclose(r.transpose(1, 2) @ r, torch.eye(3, dtype=r.dtype).expand(4000, 3, 3), atol=1e-9)
+    assert (torch.linalg.det(r) > 0).all()
+    assert r.mean(0).abs().max() < 0.05  # Haar: E[R] = 0 (a fixed axis would put a 1/3 or more there)
+    axis = r[:, :, 2]                     # where a shape's z axis goes: uniform on the sphere
+    assert (axis.mean(0).abs() < 0.05).all() and ((axis ** 2).mean(0) - 1 / 3).abs().max() < 0.03
+
+
+def test_canonical_pose_serves_the_train_split_turned_and_sampling_turns_it_back(monkeypatch):
+    from rinkit.build import resolve
+    from rinkit.sampling import generate
+    from rinkit_plugins.points import pose
+    cfg = small_points_cfg("modality_options.canonical_pose=true")
+    r = resolve(cfg)
+    train = r.dataset.build(r.options, cfg.data, "train")
+    raw = shape_clouds(128, "train")
+    for i in (1, 5):  # boxes: turned into their own frame, the same points
+        assert torch.allclose(train[i][0], pose.canonical(raw[i][0]), atol=1e-6)
+        assert not torch.allclose(train[i][0], raw[i][0], atol=0.05)
+    test = r.dataset.build(r.options, cfg.data, "test")  # the held-out split the metrics use: as the data is
+    assert torch.equal(test[3][0], shape_clouds(128, "test")[3][0])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    labels = torch.tensor([0, 1, 2, 3])
+    seen, real = [], pose.random_pose
+
+    def spy(x, gens):
+        seen.append(x.clone())
+        return real(x, gens)
+    plain = generate(model, small_points_cfg("modality_options.canonical_pose=false"), 4, labels, 0, "cpu")
+    monkeypatch.setattr(pose, "random_pose", spy)
+    posed = generate(model, cfg, 4, labels, 0, "cpu")  # the same draws, each then given its own pose
+    assert len(seen) == 1 and torch.equal(seen[0], plain)
+    assert not torch.allclose(plain, posed, atol=0.05)
+    assert torch.equal(posed, generate(model, cfg, 4, labels, 0, "cpu"))  # seeded

@@ -6,7 +6,9 @@ One plugin may serve several modalities; both share the procedural shapes of sha
           or with `tokens: groups` one token per group of points (farthest-point centres + k
           nearest neighbours, PointNet-embedded). Positions come from content only, never from
           the point's index, so the denoiser is permutation-equivariant over points
-          (tokenizer.py). Writes PLY files + a PNG render.
+          (tokenizer.py). `canonical_pose: true` trains on each cloud turned into its own frame and
+          gives every sample a uniform random pose (pose.py; exact for data posed at random, as the
+          built-in shapes are). Writes PLY files + a PNG render.
   voxels  (1, D, D, D) occupancy in {-1, +1}; 3-D patches with 3-D sin-cos positions.
 Datasets: `shapes` (built in: sphere, box, torus, cylinder, random size and pose) for both, and
 `folder` (.ply / .npy / .xyz point sets) for points. Metrics (metrics.py): Chamfer distance and
@@ -34,6 +36,8 @@ class PointOptions(BaseModel):
     group_size: int = Field(16, ge=1)   # tokens = "groups": points per group (k nearest of each centre)
     neighbours: int = Field(3, ge=1)    # tokens = "groups": group tokens mixed into each point's readout
     normalize: Literal["unit_sphere", "none"] = "unit_sphere"  # folder data only
+    # train on each cloud turned into its own frame; samples get a uniform random pose (pose.py)
+    canonical_pose: bool = False
 
     @model_validator(mode="after")
     def _check(self):
@@ -98,7 +102,7 @@ def _write_voxels(samples, labels, path, options=None, context=None, **kw):
 
 def _shape_clouds(options, data_cfg, split="train"):
     from rinkit_plugins.points.data import shape_clouds
-    return shape_clouds(options.num_points, split)
+    return shape_clouds(options.num_points, split, options.canonical_pose and split == "train")
 
 
 def _shape_voxels(options, data_cfg, split="train"):
@@ -118,6 +122,14 @@ def _metric(modality):
     return build
 
 
+def _finish_points(samples, options, generators):
+    """`canonical_pose`: the model drew each shape in its own frame; give it a uniform random pose."""
+    if not options.canonical_pose:
+        return samples
+    from rinkit_plugins.points.pose import random_pose
+    return random_pose(samples, generators).clamp(-1, 1)
+
+
 def _points_view(values, x, options, **kw):  # rinkit routing
     from rinkit_plugins.points.view import points_view
     return points_view(values, x, options, **kw)
@@ -134,7 +146,8 @@ def rinkit_modalities():
         Modality(name="points", description="point clouds (N, 3): groups of points, permutation-equivariant; PLY + PNG",
                  options=PointOptions, make_tokenizer=_point_tokenizer, make_detokenizer=_point_detokenizer,
                  sample_shape=lambda o: (o.num_points, 3), write_samples=_write_points,
-                 default_preset="points-shapes", invertible=True, token_view=_points_view),
+                 default_preset="points-shapes", invertible=True, token_view=_points_view,
+                 finish=_finish_points),
         Modality(name="voxels", description="voxel occupancy grids (1, D, D, D): 3-D patches; PLY + PNG + npy",
                  options=VoxelOptions, make_tokenizer=_voxel_tokenizer, make_detokenizer=_voxel_detokenizer,
                  sample_shape=lambda o: (1, o.grid_size, o.grid_size, o.grid_size), write_samples=_write_voxels,

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rinkit.plugin import RinkitError, labelled_files
-from rinkit_plugins.points import shapes
+from rinkit_plugins.points import pose, shapes
 
 SIZES = {"train": 2048, "test": 512}
 POINT_EXTS = (".ply", ".npy", ".xyz")
@@ -47,7 +47,11 @@ class LazyShapes(Dataset):
 
 
 @functools.lru_cache(maxsize=8)
-def shape_clouds(num_points: int, split: str) -> LazyShapes:
+def shape_clouds(num_points: int, split: str, canonical: bool = False) -> LazyShapes:
+    """The built-in clouds; `canonical`: each turned into its own frame (pose.py), as the
+    training split of `canonical_pose: true` is served."""
+    if canonical:
+        return LazyShapes(lambda s, i: pose.canonical(torch.from_numpy(shapes.cloud(s, i, num_points))).numpy(), split)
     return LazyShapes(lambda s, i: shapes.cloud(s, i, num_points), split)
 
 
@@ -126,4 +130,8 @@ def folder(options, data_cfg, split: str = "train") -> TensorClouds:
         if len(p) < options.num_points:  # drawing with repetition would teach duplicated points
             raise RinkitError(f"{f}: {len(p)} points, fewer than modality_options.num_points={options.num_points}")
         pts.append(prepare(p, options.num_points, options.normalize, i))
-    return TensorClouds(torch.from_numpy(np.stack(pts)), torch.tensor([k for _, k in files]))
+    x = torch.from_numpy(np.stack(pts))
+    if getattr(options, "canonical_pose", False) and split == "train":
+        # turned about the centroid, a point may pass the unit cube by the centroid's offset
+        x = torch.stack([pose.canonical(c) for c in x]).clamp(-1, 1)
+    return TensorClouds(x, torch.tensor([k for _, k in files]))
