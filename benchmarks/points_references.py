@@ -107,7 +107,7 @@ def real_shape_stats(ckpt_or_preset: str, n: int) -> dict[int, list[float]]:
     items = [ds[i] for i in range(n)]
     read = None
     if _built_in_shapes(cfg):  # the classifier learnt the train clouds, so it reads as many held-out
-        held_out = r.dataset.build(r.options, cfg.data, "test")  # ones (both splits cycle through the classes)
+        held_out = real_clouds(r, cfg, "test")  # ones (both splits cycle through the classes)
         read = torch.stack([held_out[i][0] for i in range(n)])
     return shape_stats(torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]), read)
 

@@ -101,8 +101,8 @@ def _write_voxels(samples, labels, path, options=None, context=None, **kw):
 
 
 def _shape_clouds(options, data_cfg, split="train"):
-    from rinkit_plugins.points.data import shape_clouds
-    return shape_clouds(options.num_points, split, options.canonical_pose and split == "train")
+    from rinkit_plugins.points.data import shape_clouds, turned
+    return shape_clouds(options.num_points, split, turned(options, split))
 
 
 def _shape_voxels(options, data_cfg, split="train"):

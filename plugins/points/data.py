@@ -46,6 +46,12 @@ class LazyShapes(Dataset):
         return torch.stack([self[i][0] for i in range(n)]), torch.arange(n) % len(shapes.CLASSES)
 
 
+def turned(options, split: str) -> bool:
+    """Whether this split is served in each cloud's own frame: only the training split, and only
+    with `canonical_pose` (the held-out split, the metrics' reference, stays as the data are)."""
+    return options.canonical_pose and split == "train"
+
+
 @functools.lru_cache(maxsize=8)
 def shape_clouds(num_points: int, split: str, canonical: bool = False) -> LazyShapes:
     """The built-in clouds; `canonical`: each turned into its own frame (pose.py), as the
@@ -131,7 +137,7 @@ def folder(options, data_cfg, split: str = "train") -> TensorClouds:
             raise RinkitError(f"{f}: {len(p)} points, fewer than modality_options.num_points={options.num_points}")
         pts.append(prepare(p, options.num_points, options.normalize, i))
     x = torch.from_numpy(np.stack(pts))
-    if getattr(options, "canonical_pose", False) and split == "train":
+    if turned(options, split):
         # turned about the centroid, a point may pass the unit cube by the centroid's offset
         x = torch.stack([pose.canonical(c) for c in x]).clamp(-1, 1)
     return TensorClouds(x, torch.tensor([k for _, k in files]))

@@ -34,7 +34,8 @@ COARSE, ROUNDS, PER_ROUND = 1024, (0.15, 0.08, 0.04, 0.02, 0.01, 0.005), 64
 
 def haar_rotations(generators: list[torch.Generator]) -> torch.Tensor:
     """One uniform rotation on SO(3) per generator (QR of a Gaussian matrix with the sign fix,
-    Mezzadri 2007), (B, 3, 3) float64."""
+    Mezzadri 2007), (B, 3, 3) float64: shapes.random_rotation's recipe, drawn from each sample's
+    torch.Generator so that a sample's pose follows its own seed."""
     g = torch.stack([torch.randn(3, 3, generator=gen, dtype=torch.float64) for gen in generators])
     q, r = torch.linalg.qr(g)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
@@ -76,12 +77,11 @@ def canonical_frame(x: torch.Tensor) -> torch.Tensor:
     cloud in its own frame."""
     c = (x - x.mean(0)).double()
     coarse, turns = _candidates()
-    c32 = c.float()  # the search in float32; the frame it picks is kept in float64
     frames = torch.cat([coarse, principal_frame(c)[None]])
-    best = frames[_box_volume(c32, frames.float()).argmin()]
+    best = frames[_box_volume(c, frames).argmin()]
     for t in turns:
         frames = torch.cat([best[None], t @ best])
-        best = frames[_box_volume(c32, frames.float()).argmin()]
+        best = frames[_box_volume(c, frames).argmin()]
     y = c @ best
     best = best[:, (y.amax(0) - y.amin(0)).argsort(descending=True)]
     best = best * torch.where(((c @ best) ** 3).mean(0) < 0, -1.0, 1.0)
